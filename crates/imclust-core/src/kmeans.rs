@@ -30,7 +30,8 @@ pub struct Config {
     pub algorithm: Algorithm,
     pub init: Init,
     pub max_iter: usize,
-    /// Stop when the relative centroid shift `sum ||dc||^2 / sum ||c||^2` is `<= tol`;
+    /// Stop when the relative centroid shift `sum_k ||dc_k||^2 / mean_j Var(x_j)` is `<= tol`
+    /// (scikit-learn's tolerance: relative to the data's mean per-dimension variance);
     /// `tol = 0` runs exactly `max_iter` iterations.
     pub tol: f64,
     pub seed: u64,
@@ -60,6 +61,7 @@ pub struct IterStat {
     pub iteration: usize,
     /// Inertia of the rows used in this iteration against the centroids before the update.
     pub inertia: f64,
+    /// Relative centroid shift (see [`Config::tol`]).
     pub shift: f64,
     pub relocated: usize,
     pub seconds: f64,
@@ -91,6 +93,8 @@ pub struct Prepared<'a> {
     pub sq_norms: Vec<f32>,
     pub d: usize,
     pub scale: FixedScale,
+    /// Mean over dimensions of the per-dimension variance: the unit of [`Config::tol`].
+    pub mean_variance: f64,
 }
 
 impl<'a> Prepared<'a> {
@@ -119,8 +123,10 @@ impl<'a> Prepared<'a> {
         };
         let sq_norms = linalg::row_sq_norms(&data, d);
         let max_abs = data.par_iter().map(|v| v.abs()).reduce(|| 0.0, f32::max);
-        let scale = FixedScale::for_data(max_abs, (data.len() / d) as u64)?;
-        Ok(Prepared { data, sq_norms, d, scale })
+        let n = data.len() / d;
+        let scale = FixedScale::for_data(max_abs, n as u64)?;
+        let mean_variance = mean_variance(&data, d);
+        Ok(Prepared { data, sq_norms, d, scale, mean_variance })
     }
 
     pub fn n(&self) -> usize {
@@ -130,6 +136,27 @@ impl<'a> Prepared<'a> {
     pub fn rows(&self) -> Rows<'_> {
         Rows { data: &self.data, sq_norms: &self.sq_norms, d: self.d, ids: RowIds::From(0) }
     }
+}
+
+/// `mean_j Var(x_j)` (population variance), in f64 with a two-pass formula.
+pub fn mean_variance(data: &[f32], d: usize) -> f64 {
+    let n = (data.len() / d) as f64;
+    let sum = |init: Vec<f64>, f: &(dyn Fn(usize, f32) -> f64 + Sync)| {
+        data.par_chunks(d)
+            .fold(|| init.clone(), |mut acc, row| {
+                for (j, &v) in row.iter().enumerate() {
+                    acc[j] += f(j, v);
+                }
+                acc
+            })
+            .reduce(|| init.clone(), |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            })
+    };
+    let means: Vec<f64> = sum(vec![0.0; d], &|_, v| v as f64).into_iter().map(|s| s / n).collect();
+    let vars = sum(vec![0.0; d], &|j, v| (v as f64 - means[j]).powi(2));
+    vars.iter().sum::<f64>() / n / d as f64
 }
 
 /// Validates a config against the data size.
@@ -193,6 +220,7 @@ fn fit_once(
     let mut converged = false;
     let mut iterations = 0;
     let mut seen = vec![0u64; k];
+    let tol_unit = if prep.mean_variance > 0.0 { prep.mean_variance } else { 1.0 };
     for it in 0..cfg.max_iter {
         let t0 = std::time::Instant::now();
         let (new, shift, inertia, relocated) = match cfg.algorithm {
@@ -217,6 +245,7 @@ fn fit_once(
                 (new, shift, inertia, 0)
             }
         };
+        let shift = shift / tol_unit;
         c = Centroids::new(new, k, d)?;
         iterations = it + 1;
         on_iter(&IterStat { redo, iteration: it, inertia, shift, relocated, seconds: t0.elapsed().as_secs_f64() });
@@ -339,6 +368,12 @@ mod tests {
         let min = r.inertia_per_redo.iter().cloned().fold(f64::INFINITY, f64::min);
         assert_eq!(r.inertia, min);
         assert_eq!(r.inertia_per_redo[r.best_redo], min);
+    }
+
+    #[test]
+    fn mean_variance_is_per_dimension_population_variance() {
+        // Column 0: 1, 3 (var 1); column 1: 0, 4 (var 4).
+        assert_eq!(mean_variance(&[1.0, 0.0, 3.0, 4.0], 2), 2.5);
     }
 
     #[test]

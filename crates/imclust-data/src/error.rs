@@ -23,7 +23,7 @@ pub enum DataError {
 }
 
 impl DataError {
-    /// An [`DataError::Io`] for `path`.
+    /// A [`DataError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),

@@ -14,17 +14,16 @@
 //! header needs 2.0, the spare space numpy leaves for growing the first axis, and padding
 //! so that the data starts at a multiple of 64 bytes).
 
-use std::ffi::OsString;
 use std::fmt::{self, Write as _};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::Path;
 
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
 use crate::error::{DataError, Result};
+use crate::fsutil::write_atomic_with;
 
 /// The six bytes every `.npy` file starts with.
 pub const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -120,7 +119,7 @@ pub fn read_labels_bytes(name: &str, bytes: &[u8]) -> Result<Vec<i64>> {
 /// size of the array), e.g. to learn its shape. The data section is not checked.
 pub fn read_header(path: &Path) -> Result<Header> {
     let npy_err = |reason: String| DataError::npy(path, reason);
-    let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut file = fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut buf = Vec::new();
     (&mut file)
         .take(12)
@@ -174,9 +173,8 @@ fn matrix_complaint(h: &Header) -> String {
             "reshape it to one row per item with numpy `x.reshape(n, -1)` (n = number of items)"
                 .to_string(),
         ),
-        _ => hints.push(
-            "flatten each item into one row with numpy `x.reshape(len(x), -1)`".to_string(),
-        ),
+        _ => hints
+            .push("flatten each item into one row with numpy `x.reshape(len(x), -1)`".to_string()),
     }
     if h.fortran_order {
         hints.push("save a C-order copy with numpy `np.ascontiguousarray(x)`".to_string());
@@ -185,7 +183,11 @@ fn matrix_complaint(h: &Header) -> String {
         "expected a 2-D float32 or float16 array in C order; got dtype '{}' shape {}{}: {}",
         h.descr,
         ShapeRepr(&h.shape),
-        if h.fortran_order { " in Fortran order" } else { "" },
+        if h.fortran_order {
+            " in Fortran order"
+        } else {
+            ""
+        },
         hints.join("; ")
     )
 }
@@ -223,11 +225,7 @@ fn labels_from_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<i64>> {
     let npy_err = |reason: String| DataError::npy(path, reason);
     let header = parse_header(bytes).map_err(npy_err)?;
     let kind = IntKind::from_descr(&header.descr);
-    let shape_ok = match header.shape.as_slice() {
-        [_] => true,
-        [_, 1] => true,
-        _ => false,
-    };
+    let shape_ok = matches!(header.shape.as_slice(), [_] | [_, 1]);
     // For the accepted shapes C and Fortran order lay the data out the same way.
     let Some(kind) = kind.filter(|_| shape_ok) else {
         return Err(npy_err(labels_complaint(&header, kind.is_some())));
@@ -333,7 +331,10 @@ fn data_section<'a>(h: &Header, bytes: &'a [u8]) -> std::result::Result<&'a [u8]
     if actual < expected {
         Err(format!(
             "truncated data: {}; the file is incomplete, copy or write it again",
-            what(&format!("only {actual} are present ({} bytes in all)", bytes.len()))
+            what(&format!(
+                "only {actual} are present ({} bytes in all)",
+                bytes.len()
+            ))
         ))
     } else if actual > expected {
         Err(format!(
@@ -358,6 +359,14 @@ fn data_section<'a>(h: &Header, bytes: &'a [u8]) -> std::result::Result<&'a [u8]
 /// the header; the data section is not looked at). Errors say what is wrong.
 pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
     let (version, start, data_offset) = preamble(bytes)?;
+    if bytes.len() < data_offset {
+        return Err(format!(
+            "truncated header: the header should be {} bytes long, but only {} bytes follow \
+             the {start}-byte preamble; the file is incomplete or corrupt",
+            data_offset - start,
+            bytes.len() - start
+        ));
+    }
     let raw = &bytes[start..data_offset];
     let text: String = if version == 3 {
         String::from_utf8(raw.to_vec())
@@ -408,7 +417,11 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
     };
     let fortran_order = match fortran.ok_or_else(|| missing("fortran_order"))? {
         Value::Bool(b) => b,
-        v => return Err(malformed(format!("'fortran_order' is {v}, not True or False"))),
+        v => {
+            return Err(malformed(format!(
+                "'fortran_order' is {v}, not True or False"
+            )));
+        }
     };
     let shape = match shape.ok_or_else(|| missing("shape"))? {
         Value::Tuple(dims) | Value::List(dims) => dims
@@ -434,8 +447,8 @@ pub fn parse_header(bytes: &[u8]) -> std::result::Result<Header, String> {
     })
 }
 
-/// Checks the magic, version and header length; returns (major version, offset of the
-/// header text, offset of the data).
+/// Checks the magic, version and header length field; returns (major version, offset of
+/// the header text, offset of the data). Does not check that the header is all there.
 fn preamble(bytes: &[u8]) -> std::result::Result<(u8, usize, usize), String> {
     let n = bytes.len().min(MAGIC.len());
     if bytes[..n] != MAGIC[..n] {
@@ -477,13 +490,6 @@ fn preamble(bytes: &[u8]) -> std::result::Result<(u8, usize, usize), String> {
     let data_offset = start
         .checked_add(header_len)
         .ok_or_else(|| format!("header length {header_len} is too large"))?;
-    if bytes.len() < data_offset {
-        return Err(format!(
-            "truncated header: the header should be {header_len} bytes long, but only {} \
-             bytes follow the {start}-byte preamble; the file is incomplete or corrupt",
-            bytes.len() - start
-        ));
-    }
     Ok((major, start, data_offset))
 }
 
@@ -579,7 +585,10 @@ impl Parser<'_> {
     }
 
     fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')) {
+        while matches!(
+            self.peek(),
+            Some(' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+        ) {
             self.i += 1;
         }
     }
@@ -605,7 +614,9 @@ impl Parser<'_> {
                     Value::Tuple(items)
                 }
             }),
-            '[' => self.sequence(']', depth).map(|(items, _)| Value::List(items)),
+            '[' => self
+                .sequence(']', depth)
+                .map(|(items, _)| Value::List(items)),
             '{' => self.dict(depth),
             '0'..='9' | '-' | '+' => self.int(),
             c if c.is_ascii_alphabetic() || c == '_' => {
@@ -785,7 +796,10 @@ pub fn encode_header(shape: &[usize], descr: &str) -> Vec<u8> {
     // numpy leaves room for the first axis to grow to GROWTH_AXIS_MAX_DIGITS digits.
     if let Some(first) = shape.first() {
         let digits = first.to_string().len();
-        dict.extend(std::iter::repeat_n(' ', GROWTH_AXIS_MAX_DIGITS.saturating_sub(digits)));
+        dict.extend(std::iter::repeat_n(
+            ' ',
+            GROWTH_AXIS_MAX_DIGITS.saturating_sub(digits),
+        ));
     }
     let latin1 = dict.chars().all(|c| u32::from(c) < 256);
     let text: Vec<u8> = if latin1 {
@@ -956,7 +970,7 @@ fn encode_with<C: Codec>(
 
 fn write_with<C: Codec>(path: &Path, shape: &[usize], data: &[C::Item]) -> Result<()> {
     check_len(shape, data.len()).map_err(|reason| DataError::npy(path, reason))?;
-    write_atomically(path, |w| {
+    write_atomic_with(path, |w| {
         w.write_all(&encode_header(shape, C::DESCR))?;
         let mut buf = Vec::with_capacity(BATCH * 8);
         for chunk in data.chunks(BATCH) {
@@ -966,73 +980,6 @@ fn write_with<C: Codec>(path: &Path, shape: &[usize], data: &[C::Item]) -> Resul
         }
         Ok(())
     })
-}
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Writes a file through `write` so that readers see either the old file or the whole new
-/// one: into a temporary file `.<name>.<pid>.<n>.tmp` in the same directory, which is
-/// synced and then renamed over `path`. On failure the temporary file is removed.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<&File>) -> io::Result<()>,
-) -> Result<()> {
-    let io_err = |e| DataError::io(path, e);
-    let name = path.file_name().ok_or_else(|| {
-        io_err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path does not name a file",
-        ))
-    })?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let (tmp_path, file) = create_temp(dir, name).map_err(io_err)?;
-    let result = (|| {
-        let mut w = BufWriter::with_capacity(1 << 20, &file);
-        write(&mut w)?;
-        w.flush()?;
-        drop(w);
-        file.sync_all()?;
-        fs::rename(&tmp_path, path)
-    })();
-    drop(file);
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp_path);
-        return Err(io_err(e));
-    }
-    sync_dir(dir);
-    Ok(())
-}
-
-fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
-    loop {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut tmp = OsString::from(".");
-        tmp.push(name);
-        tmp.push(format!(".{}.{n}.tmp", std::process::id()));
-        let tmp_path = dir.join(tmp);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-        {
-            Ok(file) => return Ok((tmp_path, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Makes the rename durable where the platform allows; best effort.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 // ---------------------------------------------------------------------------------------
