@@ -10,7 +10,7 @@
 
 use crate::error::{CoreError, Result};
 use crate::fixed::{self, FixedScale};
-use crate::linalg::{self, BLOCK_ROWS};
+use crate::{linalg, smallk};
 use rayon::prelude::*;
 
 /// How distances are measured.
@@ -271,69 +271,117 @@ pub struct Assignment {
     pub margins: Vec<f32>,
 }
 
-/// Finds nearest and second-nearest for each row of one padded block's dot products.
-#[inline]
-fn nearest_in_block(
-    dots: &[f32],
-    rows: usize,
-    xn: &[f32],
-    c: &Centroids,
-    metric: Metric,
-    mut each: impl FnMut(usize, Nearest),
-) {
-    let k = c.k;
-    for r in 0..rows {
-        let drow = &dots[r * k..(r + 1) * k];
-        // Score to minimise: ||c||^2 - 2 x.c (Euclidean) or -x.c (cosine); ties to lower index.
-        let (mut best, mut best_s, mut second_s) = (0usize, f32::INFINITY, f32::INFINITY);
-        match metric {
-            Metric::Euclidean => {
-                for (j, (&dot, &cn)) in drow.iter().zip(&c.sq_norms).enumerate() {
-                    let s = cn - 2.0 * dot;
-                    if s < best_s {
-                        second_s = best_s;
-                        best_s = s;
-                        best = j;
-                    } else if s < second_s {
-                        second_s = s;
-                    }
-                }
-            }
-            Metric::Cosine => {
-                for (j, &dot) in drow.iter().enumerate() {
-                    let s = -dot;
-                    if s < best_s {
-                        second_s = best_s;
-                        best_s = s;
-                        best = j;
-                    } else if s < second_s {
-                        second_s = s;
-                    }
-                }
+/// Lanes of the vectorised scan: one AVX-512 register of f32.
+const LANES: usize = 16;
+
+/// For each row `r` of a block of row-major dot products (`dots[r * k + j]`), the lowest and
+/// second-lowest score `bias[j] + slope * dot` and the index of the lowest (ties to the lower
+/// index). Each row is scanned in `LANES` lanes without branches, so that it vectorises, and
+/// the lanes are combined at the end.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
+#[allow(clippy::needless_range_loop)] // lane-parallel arrays, indexed alike so the loop vectorises
+fn scan_block(dots: &[f32], bias: &[f32], slope: f32, best_j: &mut [u32], best: &mut [f32], second: &mut [f32]) {
+    let k = bias.len();
+    let full = k / LANES * LANES;
+    for (r, row) in dots.chunks_exact(k).enumerate() {
+        let mut b = [f32::INFINITY; LANES];
+        let mut s2 = [f32::INFINITY; LANES];
+        let mut bj = [0u32; LANES];
+        for j0 in (0..full).step_by(LANES) {
+            let d = &row[j0..j0 + LANES];
+            let bb = &bias[j0..j0 + LANES];
+            for t in 0..LANES {
+                let s = bb[t] + slope * d[t];
+                let lt = s < b[t];
+                s2[t] = if lt { b[t] } else if s < s2[t] { s } else { s2[t] };
+                bj[t] = if lt { (j0 + t) as u32 } else { bj[t] };
+                b[t] = if lt { s } else { b[t] };
             }
         }
-        let (distance, second) = match metric {
-            Metric::Euclidean => {
-                let x = xn[r] as f64;
-                ((x + best_s as f64).max(0.0), (x + second_s as f64).max(0.0))
+        // Combine lanes: the lowest score, ties to the lower index.
+        let (mut bs, mut bi, mut lane) = (f32::INFINITY, u32::MAX, usize::MAX);
+        for t in 0..LANES {
+            if b[t] < bs || (b[t] == bs && bj[t] < bi) {
+                (bs, bi, lane) = (b[t], bj[t], t);
             }
-            Metric::Cosine => ((1.0 + best_s as f64).max(0.0), (1.0 + second_s as f64).max(0.0)),
-        };
-        each(r, Nearest { cluster: best as u32, distance, second });
+        }
+        // Second: the other lanes' bests and the winning lane's second.
+        let mut ss = if lane < LANES { s2[lane] } else { f32::INFINITY };
+        for t in 0..LANES {
+            if t != lane && b[t] < ss {
+                ss = b[t];
+            }
+        }
+        for (j, (&bj_, &dj)) in bias[full..].iter().zip(&row[full..]).enumerate() {
+            let s = bj_ + slope * dj;
+            let j = (full + j) as u32;
+            if s < bs || (s == bs && j < bi) {
+                ss = bs;
+                (bs, bi) = (s, j);
+            } else if s < ss {
+                ss = s;
+            }
+        }
+        best_j[r] = bi;
+        best[r] = bs;
+        second[r] = ss;
     }
 }
 
-/// Runs `f(block_index, block_rows, dots)` over all blocks in parallel, with per-thread
-/// state `S` (created by `init`), and returns the states.
+/// Scratch space of one thread: the block's dot products and scan results.
+struct Scratch {
+    dots: Vec<f32>,
+    best_j: Vec<u32>,
+    best: Vec<f32>,
+    second: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(k: usize, rows: usize) -> Self {
+        Scratch {
+            dots: vec![0.0; rows * k],
+            best_j: vec![0; rows],
+            best: vec![0.0; rows],
+            second: vec![0.0; rows],
+        }
+    }
+
+    /// Nearest and second-nearest of the first `rows` rows (squared norms `xn`), after
+    /// [`scan_block`] has run.
+    #[inline]
+    fn nearest(&self, r: usize, xn: &[f32], metric: Metric) -> Nearest {
+        let (best_s, second_s) = (self.best[r] as f64, self.second[r] as f64);
+        let (distance, second) = match metric {
+            Metric::Euclidean => {
+                let x = xn[r] as f64;
+                ((x + best_s).max(0.0), (x + second_s).max(0.0))
+            }
+            Metric::Cosine => ((1.0 + best_s).max(0.0), (1.0 + second_s).max(0.0)),
+        };
+        Nearest { cluster: self.best_j[r], distance, second }
+    }
+}
+
+/// Runs the GEMM and the scan over all blocks in parallel, then `f(state, first_row,
+/// block_rows, each_nearest)` with per-thread state `S` (created by `init`); returns the states.
 fn for_blocks<S: Send>(
     rows: &Rows<'_>,
     c: &Centroids,
+    metric: Metric,
     init: impl Fn() -> S + Sync + Send,
-    f: impl Fn(&mut S, usize, usize, &[f32]) + Sync + Send,
+    f: impl Fn(&mut S, usize, usize, &dyn Fn(usize) -> Nearest) + Sync + Send,
 ) -> Vec<S> {
+    let (bias, slope): (Vec<f32>, f32) = match metric {
+        // ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x.c
+        Metric::Euclidean => (c.sq_norms.clone(), -2.0),
+        // 1 - cos - 1 = -x.c on unit vectors
+        Metric::Cosine => (vec![0.0; c.k], -1.0),
+    };
     let n = rows.n();
     let d = rows.d;
-    let n_blocks = n.div_ceil(BLOCK_ROWS);
+    let small = (c.k <= smallk::MAX_K).then(|| smallk::Packed::new(&c.data, c.k, d, &bias));
+    let block = linalg::block_rows(c.k);
+    let n_blocks = n.div_ceil(block);
     let threads = rayon::current_num_threads().max(1);
     // A few blocks per task: enough tasks to balance, few enough states to merge.
     let min_len = (n_blocks / (threads * 4)).max(1);
@@ -341,16 +389,20 @@ fn for_blocks<S: Send>(
         .into_par_iter()
         .with_min_len(min_len)
         .fold(
-            || (init(), vec![0.0f32; BLOCK_ROWS * c.k]),
-            |(mut state, mut dots), b| {
-                let lo = b * BLOCK_ROWS;
-                let hi = (lo + BLOCK_ROWS).min(n);
-                let block = &rows.data[lo * d..hi * d];
-                linalg::with_padded_block(block, hi - lo, d, |xp| {
-                    linalg::dot_block(xp, BLOCK_ROWS, d, &c.data, c.k, &mut dots)
+            || (init(), Scratch::new(if small.is_some() { 0 } else { c.k }, block)),
+            |(mut state, mut s), b| {
+                let lo = b * block;
+                let hi = (lo + block).min(n);
+                linalg::with_padded(&rows.data[lo * d..hi * d], hi - lo, block, d, |xp| match &small {
+                    Some(p) => smallk::scan_tiles(xp, block, p, slope, &mut s.best_j, &mut s.best, &mut s.second),
+                    None => {
+                        linalg::dot_block(xp, block, d, &c.data, c.k, &mut s.dots);
+                        scan_block(&s.dots, &bias, slope, &mut s.best_j, &mut s.best, &mut s.second);
+                    }
                 });
-                f(&mut state, lo, hi - lo, &dots);
-                (state, dots)
+                let xn = &rows.sq_norms[lo..hi];
+                f(&mut state, lo, hi - lo, &|r| s.nearest(r, xn, metric));
+                (state, s)
             },
         )
         .map(|(s, _)| s)
@@ -371,12 +423,14 @@ pub fn partial_sums(
     let states = for_blocks(
         rows,
         c,
+        metric,
         || PartialSums::new(c.k, d, scale, farthest_cap),
-        |ps, lo, n, dots| {
-            nearest_in_block(dots, n, &rows.sq_norms[lo..lo + n], c, metric, |r, near| {
+        |ps, lo, n, nearest| {
+            for r in 0..n {
+                let near = nearest(r);
                 let i = lo + r;
                 ps.add_row(near.cluster as usize, &rows.data[i * d..(i + 1) * d], near.distance, rows.ids.get(i));
-            });
+            }
         },
     );
     let mut total = PartialSums::new(c.k, d, scale, farthest_cap);
@@ -400,13 +454,15 @@ pub fn assign(
     let states = for_blocks(
         rows,
         c,
+        metric,
         || (PartialSums::new(c.k, d, scale, 0), Vec::<(usize, Nearest)>::new()),
-        |(ps, out), lo, nb, dots| {
-            nearest_in_block(dots, nb, &rows.sq_norms[lo..lo + nb], c, metric, |r, near| {
+        |(ps, out), lo, nb, nearest| {
+            for r in 0..nb {
+                let near = nearest(r);
                 let i = lo + r;
                 ps.add_row(near.cluster as usize, &rows.data[i * d..(i + 1) * d], near.distance, rows.ids.get(i));
                 out.push((i, near));
-            });
+            }
         },
     );
     let mut a = Assignment {
@@ -491,6 +547,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn scan_finds_best_and_second_with_ties_to_lower_index() {
+        // 40 centroids: full lanes and a tail; planted minima in various places.
+        let k = 40;
+        let rows = 4;
+        let mut dots = vec![0.0f32; rows * k];
+        let bias: Vec<f32> = (0..k).map(|j| 100.0 + j as f32).collect();
+        // slope -1: score = bias - dot.
+        dots[3] = 100.0; // row 0: best j=3 (score 3), second j=0 (100)
+        dots[k + 37] = 200.0; // row 1: best in the tail, j=37 (score -63)
+        dots[k + 20] = 150.0; // second j=20 (score -30)
+        dots[2 * k + 5] = 105.0; // row 2: tie between j=5 and j=21 at score 0
+        dots[2 * k + 21] = 121.0;
+        let (mut bj, mut b, mut s2) = (vec![0; rows], vec![0.0; rows], vec![0.0; rows]);
+        scan_block(&dots, &bias, -1.0, &mut bj, &mut b, &mut s2);
+        assert_eq!((bj[0], b[0], s2[0]), (3, 3.0, 100.0));
+        assert_eq!((bj[1], b[1], s2[1]), (37, -63.0, -30.0));
+        assert_eq!((bj[2], b[2], s2[2]), (5, 0.0, 0.0));
+        assert_eq!((bj[3], b[3], s2[3]), (0, 100.0, 101.0));
     }
 
     #[test]

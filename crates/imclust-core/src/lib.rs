@@ -18,6 +18,7 @@ pub mod kmeans;
 pub mod linalg;
 pub mod metrics;
 pub mod rng;
+pub mod smallk;
 pub mod update;
 
 pub use error::{CoreError, Result};
