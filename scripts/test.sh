@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: fetches what the tests need (idempotent, cached in
+# .cache/, checksummed), then runs every unit and integration test of the workspace.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export IMCLUST_PYTHON="$(bash scripts/python-env.sh)"
+export IMCLUST_DIGITS="$(bash scripts/fetch-digits.sh)"
+cargo test --workspace --locked "$@"
