@@ -187,7 +187,7 @@ def main():
     core_skx = skx["faiss_openblas_core"] if skx else None
     print("faiss OpenBLAS core: default run = %s; %s run (OPENBLAS_CORETYPE=%s) = %s" % (
         core_default, SKX_LABEL, skx["env"].get("OPENBLAS_CORETYPE") if skx else "-",
-        core_skx if skx else "n/a (no %s)" % os.path.basename(label_path(args.dir, SKX_LABEL))))
+        core_skx if skx else "n/a (no usable %s, see above)" % os.path.basename(label_path(args.dir, SKX_LABEL))))
     skx_by_k = {int(r["k"]): r for r in skx["results"]} if skx else {}
 
     rows = []
@@ -211,7 +211,7 @@ def main():
     def fmt(v, spec):
         return spec % v if v is not None else "n/a"
 
-    hdr = ("%6s | %14s | %14s | %12s | %30s | %15s | %-24s | %-24s | %-34s | %s" % (
+    hdr = ("%6s | %14s | %14s | %12s | %30s | %15s | %-24s | %-24s | %-36s | %s" % (
         "K", "imclust s/iter", "sklearn s/iter", "faiss s/iter", "faiss (SkylakeX forced) s/iter",
         "imclust GFLOP/s", "speedup vs sklearn", "speedup vs faiss default", "speedup vs faster faiss",
         "inertia imclust / sklearn / faiss / faiss-skx*"))
@@ -229,7 +229,7 @@ def main():
         cs, row["target_vs_sklearn"] = target_cell(k, "sklearn", row["speedup_vs_sklearn"])
         cf, row["target_vs_faiss"] = target_cell(k, "faiss", row["speedup_vs_faiss"])
         cf += " [%s]" % ("default only" if fs_s is None else "skx" if row["faiss_fastest"] == "faiss_skx" else "default")
-        print("%6d | %14.4f | %14.4f | %12.4f | %30s | %15.1f | %-24s | %-24s | %-34s | %.6g / %.6g / %s / %s" % (
+        print("%6d | %14.4f | %14.4f | %12.4f | %30s | %15.1f | %-24s | %-24s | %-36s | %.6g / %.6g / %s / %s" % (
             k, ours_s, row["sklearn"]["seconds_per_iter"], fa_s, fmt(fs_s, "%.4f"),
             row["imclust"]["gflops"], cs, "%6.2fx" % row["speedup_vs_faiss_default"], cf,
             row["imclust"]["inertia"], row["sklearn"]["inertia"], fmt(row["faiss"]["inertia"], "%.6g"),
