@@ -138,24 +138,31 @@ impl<'a> Prepared<'a> {
     }
 }
 
-/// `mean_j Var(x_j)` (population variance), in f64 with a two-pass formula.
+/// `mean_j Var(x_j)` (population variance), in f64 with a two-pass formula. Sums run over fixed
+/// chunks of rows combined in chunk order, so the result does not depend on the thread count.
 pub fn mean_variance(data: &[f32], d: usize) -> f64 {
+    const CHUNK_ROWS: usize = 4096;
     let n = (data.len() / d) as f64;
-    let sum = |init: Vec<f64>, f: &(dyn Fn(usize, f32) -> f64 + Sync)| {
-        data.par_chunks(d)
-            .fold(|| init.clone(), |mut acc, row| {
-                for (j, &v) in row.iter().enumerate() {
-                    acc[j] += f(j, v);
+    let column_sums = |f: &(dyn Fn(usize, f32) -> f64 + Sync)| -> Vec<f64> {
+        let parts: Vec<Vec<f64>> = data
+            .par_chunks(CHUNK_ROWS * d)
+            .map(|chunk| {
+                let mut acc = vec![0.0; d];
+                for row in chunk.chunks_exact(d) {
+                    for (j, &v) in row.iter().enumerate() {
+                        acc[j] += f(j, v);
+                    }
                 }
                 acc
             })
-            .reduce(|| init.clone(), |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            })
+            .collect();
+        parts.iter().fold(vec![0.0; d], |mut a, b| {
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            a
+        })
     };
-    let means: Vec<f64> = sum(vec![0.0; d], &|_, v| v as f64).into_iter().map(|s| s / n).collect();
-    let vars = sum(vec![0.0; d], &|j, v| (v as f64 - means[j]).powi(2));
+    let means: Vec<f64> = column_sums(&|_, v| v as f64).into_iter().map(|s| s / n).collect();
+    let vars = column_sums(&|j, v| (v as f64 - means[j]).powi(2));
     vars.iter().sum::<f64>() / n / d as f64
 }
 

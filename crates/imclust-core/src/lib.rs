@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod kmeans;
 pub mod linalg;
 pub mod metrics;
+#[cfg(test)] mod proptests;
 pub mod rng;
 pub mod smallk;
 pub mod update;
