@@ -4,13 +4,18 @@ use rayon::prelude::*;
 
 /// Rows per block of the assignment kernel, for `k` centroids. Small `k` (the direct kernel of
 /// [`crate::smallk`]) is memory-bound: 256 rows (512 KiB at d = 512) stay in L2 until the
-/// partial sums re-read them. Larger `k` goes through the GEMM, where 1024-row blocks amortise
-/// its packing of the centroids (measured: 10-20% faster than 256 at k = 1000). Every block of a
+/// partial sums re-read them. Larger `k` goes through the GEMM, where larger blocks amortise its
+/// packing of the centroids (medians of interleaved runs here: 512 rows best at k = 100, 1024 at
+/// k = 1000, by about 10% over the next size; run-to-run noise on this VM is +-20%). Every block of a
 /// pass has exactly this many rows (the last one is zero-padded) and the number depends only on
 /// `k`, so the GEMM's internal blocking, and with it the rounding of each dot product, is the
 /// same for a row wherever it sits: results do not depend on how rows were split into shards.
 pub fn block_rows(k: usize) -> usize {
-    if k <= crate::smallk::MAX_K { 256 } else { 1024 }
+    match k {
+        0..=crate::smallk::MAX_K => 256,
+        0..=256 => 512,
+        _ => 1024,
+    }
 }
 
 /// Block size of the helpers in this module ([`sq_distances`]), where `k` is small.
