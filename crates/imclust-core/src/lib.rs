@@ -12,6 +12,7 @@
 
 pub mod error;
 pub mod fixed;
+pub mod fusion;
 pub mod init;
 pub mod kernel;
 pub mod kmeans;
