@@ -115,6 +115,52 @@ pub fn read_labels_bytes(name: &str, bytes: &[u8]) -> Result<Vec<i64>> {
     labels_from_bytes(Path::new(name), bytes)
 }
 
+/// Raw 8-bit pixels: `N x H x W` (grayscale) or `N x H x W x C` (C = 1 or 3), C order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pixels {
+    pub count: usize,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub data: Vec<u8>,
+}
+
+impl Pixels {
+    /// The `i`-th image, `H x W x C` bytes.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.height * self.width * self.channels;
+        &self.data[i * n..(i + 1) * n]
+    }
+}
+
+/// Reads a `uint8` (`|u1`) image array of shape `(N, H, W)` or `(N, H, W, C)` with C = 1 or 3,
+/// in C order (e.g. CIFAR, STL-10 or MNIST pixels saved by numpy).
+pub fn read_pixels(path: &Path) -> Result<Pixels> {
+    let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+    pixels_from_bytes(path, &bytes)
+}
+
+fn pixels_from_bytes(path: &Path, bytes: &[u8]) -> Result<Pixels> {
+    let npy_err = |reason: String| DataError::npy(path, reason);
+    let header = parse_header(bytes).map_err(npy_err)?;
+    let shape = &header.shape;
+    let ok_shape = match shape.len() {
+        3 => true,
+        4 => shape[3] == 1 || shape[3] == 3,
+        _ => false,
+    };
+    if !matches!(header.descr.as_str(), "|u1" | "<u1") || header.fortran_order || !ok_shape {
+        return Err(npy_err(format!(
+            "expected uint8 pixels of shape (N, H, W) or (N, H, W, C) with C = 1 or 3 in C order; got dtype '{}' shape {}{}: convert with numpy `np.ascontiguousarray(x.astype('uint8'))`, channels last",
+            header.descr,
+            ShapeRepr(shape),
+            if header.fortran_order { " (Fortran order)" } else { "" }
+        )));
+    }
+    let data = data_section(&header, bytes).map_err(npy_err)?.to_vec();
+    Ok(Pixels { count: shape[0], height: shape[1], width: shape[2], channels: shape.get(3).copied().unwrap_or(1), data })
+}
+
 /// Reads and parses only the header of a `.npy` file (a few hundred bytes, whatever the
 /// size of the array), e.g. to learn its shape. The data section is not checked.
 pub fn read_header(path: &Path) -> Result<Header> {

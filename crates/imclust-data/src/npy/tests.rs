@@ -760,3 +760,31 @@ fn read_errors_name_the_file() {
     let err = read_labels(&p).unwrap_err();
     assert!(err.to_string().contains("only 6 bytes"), "{err}");
 }
+
+#[test]
+fn pixels_round_trip_and_shape_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("px.npy");
+    // A (2, 2, 3, 3) uint8 array, written as numpy would (header '|u1').
+    let data: Vec<u8> = (0..36).collect();
+    let mut bytes = encode_header(&[2, 2, 3, 3], "|u1");
+    bytes.extend(&data);
+    fs::write(&p, &bytes).unwrap();
+    let px = read_pixels(&p).unwrap();
+    assert_eq!((px.count, px.height, px.width, px.channels), (2, 2, 3, 3));
+    assert_eq!(px.image(1), &data[18..]);
+    // Grayscale (N, H, W).
+    let mut bytes = encode_header(&[3, 2, 2], "|u1");
+    bytes.extend([7u8; 12]);
+    fs::write(&p, &bytes).unwrap();
+    let px = read_pixels(&p).unwrap();
+    assert_eq!((px.count, px.channels), (3, 1));
+    // float pixels and 2 channels are refused, naming file, dtype and shape.
+    write_f32(&p, &[1, 2, 2], &[0.0; 4]).unwrap();
+    let err = read_pixels(&p).unwrap_err().to_string();
+    assert!(err.contains("px.npy") && err.contains("'<f4'") && err.contains("(1, 2, 2)"), "{err}");
+    let mut bytes = encode_header(&[1, 2, 2, 2], "|u1");
+    bytes.extend([0u8; 8]);
+    fs::write(&p, &bytes).unwrap();
+    assert!(read_pixels(&p).unwrap_err().to_string().contains("C = 1 or 3"));
+}
