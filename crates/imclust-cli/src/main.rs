@@ -2,7 +2,9 @@
 
 mod bench;
 mod cluster;
+mod embed;
 mod eval;
+mod models;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,19 +20,26 @@ struct Cli {
 enum Command {
     /// k-means on an embeddings matrix (.npy, float32 or float16, N x D).
     Cluster(cluster::Args),
+    /// Embeds images (a folder, or raw pixels in .npy) with a bundle's image tower.
+    Embed(embed::Args),
     /// Scores assignments against labels: ACC (Hungarian), NMI, ARI as JSON.
     Eval(eval::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Model bundles: inspect ONNX files and bundles, prepare bundles from known models.
+    #[command(subcommand)]
+    Models(models::Models),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cluster(a) => cluster::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(b) => bench::run(b),
+        Command::Models(m) => models::run(m),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,10 +11,12 @@ use rayon::prelude::*;
 /// `k`, so the GEMM's internal blocking, and with it the rounding of each dot product, is the
 /// same for a row wherever it sits: results do not depend on how rows were split into shards.
 pub fn block_rows(k: usize) -> usize {
-    match k {
-        0..=crate::smallk::MAX_K => 256,
-        0..=256 => 512,
-        _ => 1024,
+    if k <= crate::smallk::MAX_K {
+        256
+    } else if k <= 256 {
+        512
+    } else {
+        1024
     }
 }
 

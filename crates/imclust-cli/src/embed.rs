@@ -1,0 +1,156 @@
+//! `imclust embed`: images (a folder, or raw pixels in .npy) through a bundle's image tower.
+
+use anyhow::{Context, Result, bail};
+use imclust_embed::bundle::Bundle;
+use imclust_embed::engine::ImageEncoder;
+use imclust_embed::preprocess::{self, Record};
+use crate::models::RuntimeArgs;
+use imclust_embed::runtime;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model bundle (a directory with bundle.toml).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// A folder of images (searched recursively; rows in sorted path order).
+    #[arg(long, required_unless_present = "npy_pixels", conflicts_with = "npy_pixels")]
+    images: Option<PathBuf>,
+    /// Raw uint8 pixels, (N, H, W) or (N, H, W, C) with C = 1 or 3.
+    #[arg(long)]
+    npy_pixels: Option<PathBuf>,
+    /// Output embeddings, N x dim float32 .npy.
+    #[arg(long)]
+    out: PathBuf,
+    /// Images per inference call.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+/// File extensions read as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif"];
+
+/// Image files under `dir`, recursively, sorted by path relative to `dir`; also returns the
+/// other files found (never silently ignored: the caller reports them).
+pub fn list_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    fn walk(d: &Path, images: &mut Vec<PathBuf>, other: &mut Vec<PathBuf>) -> Result<()> {
+        for e in std::fs::read_dir(d).with_context(|| format!("listing {}", d.display()))? {
+            let p = e.with_context(|| format!("listing {}", d.display()))?.path();
+            if p.is_dir() {
+                walk(&p, images, other)?;
+            } else {
+                let ext = p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase);
+                if ext.is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.as_str())) {
+                    images.push(p);
+                } else if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                    other.push(p);
+                }
+            }
+        }
+        Ok(())
+    }
+    let (mut images, mut other) = (Vec::new(), Vec::new());
+    walk(dir, &mut images, &mut other)?;
+    images.sort();
+    other.sort();
+    Ok((images, other))
+}
+
+/// The inputs of a run as pipeline records, lazily read.
+pub enum Inputs {
+    Files(Vec<PathBuf>),
+    Pixels(imclust_data::npy::Pixels, String),
+}
+
+impl Inputs {
+    pub fn len(&self) -> usize {
+        match self {
+            Inputs::Files(f) => f.len(),
+            Inputs::Pixels(p, _) => p.count,
+        }
+    }
+
+    pub fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_> {
+        match self {
+            Inputs::Files(files) => Box::new(files.iter().map(|p| {
+                let name = p.display().to_string();
+                match std::fs::read(p) {
+                    Ok(bytes) => Record::Encoded { name, bytes },
+                    Err(e) => Record::Failed(imclust_embed::EmbedError::io(p, e)),
+                }
+            })),
+            Inputs::Pixels(px, file) => Box::new((0..px.count).map(move |i| Record::Pixels {
+                name: format!("{file}[{i}]"),
+                width: px.width as u32,
+                height: px.height as u32,
+                channels: px.channels as u8,
+                data: px.image(i).to_vec(),
+            })),
+        }
+    }
+}
+
+/// Embeds every input in order; the first bad input fails the run with its error.
+pub fn embed_all(enc: &mut ImageEncoder, bundle: &Bundle, inputs: &Inputs, batch: usize) -> Result<Vec<f32>> {
+    let dim = enc.dim();
+    let mut out = vec![0.0f32; inputs.len() * dim];
+    preprocess::pipeline(inputs.records(), bundle.image_spec(), batch, 2, |b| {
+        if let Some((_, e)) = b.errors.into_iter().next() {
+            return Err(e);
+        }
+        let rows = enc.run(b.pixels.view())?;
+        for (j, &i) in b.indices.iter().enumerate() {
+            out[i * dim..(i + 1) * dim].copy_from_slice(rows.row(j).as_slice().expect("standard layout"));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let rt = a.runtime.config();
+    runtime::init(&rt)?;
+    let bundle = Bundle::load_with(&a.bundle, &rt)?;
+    let inputs = match (&a.images, &a.npy_pixels) {
+        (Some(dir), _) => {
+            let (images, other) = list_images(dir)?;
+            if !other.is_empty() {
+                eprintln!(
+                    "note: {} file(s) under {} are not images ({}) and were not embedded, e.g. {}",
+                    other.len(),
+                    dir.display(),
+                    IMAGE_EXTENSIONS.join(", "),
+                    other[0].display()
+                );
+            }
+            if images.is_empty() {
+                bail!("no images ({}) under {}", IMAGE_EXTENSIONS.join(", "), dir.display());
+            }
+            Inputs::Files(images)
+        }
+        (None, Some(p)) => Inputs::Pixels(imclust_data::npy::read_pixels(p)?, p.display().to_string()),
+        (None, None) => unreachable!("clap requires --images or --npy-pixels"),
+    };
+    let mut enc = ImageEncoder::new(&bundle, &rt)?;
+    let t = Instant::now();
+    let rows = embed_all(&mut enc, &bundle, &inputs, a.batch_size)?;
+    let secs = t.elapsed().as_secs_f64();
+    let n = inputs.len();
+    imclust_data::npy::write_f32(&a.out, &[n, enc.dim()], &rows)?;
+    println!(
+        "embedded {n} images with '{}' (digest {}) -> {} ({} x {}, float32) in {secs:.2}s ({:.1} images/s)",
+        bundle.name(),
+        &bundle.digest()?[..12],
+        a.out.display(),
+        n,
+        enc.dim(),
+        n as f64 / secs
+    );
+    Ok(())
+}
