@@ -1,6 +1,7 @@
 //! `imclust embed`: images (a folder, or raw pixels in .npy) through a bundle's image tower.
 
 use anyhow::{Context, Result, bail};
+use imclust_core::fusion::{self, Part};
 use imclust_embed::bundle::Bundle;
 use imclust_embed::engine::ImageEncoder;
 use imclust_embed::preprocess::{self, Record};
@@ -11,9 +12,13 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model bundle (a directory with bundle.toml).
-    #[arg(long)]
-    bundle: PathBuf,
+    /// The model bundle (a directory with bundle.toml). Repeat to fuse several models: each
+    /// model's rows are L2-normalised, multiplied by its --weight and concatenated.
+    #[arg(long = "bundle", required = true)]
+    bundles: Vec<PathBuf>,
+    /// Weight of each bundle in a fused embedding, in --bundle order (default 1 each).
+    #[arg(long = "weight")]
+    weights: Vec<f32>,
     /// A folder of images (searched recursively; rows in sorted path order).
     #[arg(long, required_unless_present = "npy_pixels", conflicts_with = "npy_pixels")]
     images: Option<PathBuf>,
@@ -116,7 +121,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let rt = a.runtime.config();
     runtime::init(&rt)?;
-    let bundle = Bundle::load_with(&a.bundle, &rt)?;
+    let weights = if a.weights.is_empty() { vec![1.0; a.bundles.len()] } else { a.weights.clone() };
+    if weights.len() != a.bundles.len() {
+        bail!("{} --weight values for {} --bundle values: give one weight per bundle, or none", weights.len(), a.bundles.len());
+    }
+    let bundles = a.bundles.iter().map(|b| Bundle::load_with(b, &rt)).collect::<Result<Vec<_>, _>>()?;
     let inputs = match (&a.images, &a.npy_pixels) {
         (Some(dir), _) => {
             let (images, other) = list_images(dir)?;
@@ -137,19 +146,28 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(p)) => Inputs::Pixels(imclust_data::npy::read_pixels(p)?, p.display().to_string()),
         (None, None) => unreachable!("clap requires --images or --npy-pixels"),
     };
-    let mut enc = ImageEncoder::new(&bundle, &rt)?;
-    let t = Instant::now();
-    let rows = embed_all(&mut enc, &bundle, &inputs, a.batch_size)?;
-    let secs = t.elapsed().as_secs_f64();
     let n = inputs.len();
-    imclust_data::npy::write_f32(&a.out, &[n, enc.dim()], &rows)?;
+    let t = Instant::now();
+    let mut parts = Vec::with_capacity(bundles.len());
+    for (bundle, &weight) in bundles.iter().zip(&weights) {
+        let mut enc = ImageEncoder::new(bundle, &rt)?;
+        let rows = embed_all(&mut enc, bundle, &inputs, a.batch_size)?;
+        eprintln!("'{}' (digest {}): {n} x {}", bundle.name(), &bundle.digest()?[..12], enc.dim());
+        parts.push((rows, Part { dim: enc.dim(), weight }));
+    }
+    let (rows, dim) = if parts.len() == 1 {
+        let (rows, part) = parts.pop().expect("one part");
+        (rows, part.dim)
+    } else {
+        let refs: Vec<(&[f32], Part)> = parts.iter().map(|(r, p)| (r.as_slice(), *p)).collect();
+        (fusion::fuse_rows(&refs, n), parts.iter().map(|(_, p)| p.dim).sum())
+    };
+    let secs = t.elapsed().as_secs_f64();
+    imclust_data::npy::write_f32(&a.out, &[n, dim], &rows)?;
     println!(
-        "embedded {n} images with '{}' (digest {}) -> {} ({} x {}, float32) in {secs:.2}s ({:.1} images/s)",
-        bundle.name(),
-        &bundle.digest()?[..12],
+        "embedded {n} images with {} model(s) -> {} ({n} x {dim}, float32) in {secs:.2}s ({:.1} images/s)",
+        bundles.len(),
         a.out.display(),
-        n,
-        enc.dim(),
         n as f64 / secs
     );
     Ok(())

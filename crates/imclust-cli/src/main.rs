@@ -5,6 +5,7 @@ mod cluster;
 mod embed;
 mod eval;
 mod models;
+mod seeds;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ enum Command {
     Embed(embed::Args),
     /// Scores assignments against labels: ACC (Hungarian), NMI, ARI as JSON.
     Eval(eval::Args),
+    /// Seed centroids from text prompts ("a photo of a {}.") through a dual-encoder bundle.
+    Seeds(seeds::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Models(m) => models::run(m),
+        Command::Seeds(a) => seeds::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,8 +34,7 @@ pub const CLIP_IMAGENET_TEMPLATES_SHORT: &[&str] = &[
     "a rendering of a {}.",
 ];
 
-/// The bundle's `tokenizer` value that selects the built-in CLIP BPE tokenizer.
-pub const CLIP_BPE: &str = "clip-bpe";
+pub use crate::bundle::CLIP_BPE;
 
 /// A text tokenizer producing fixed-length `input_ids` and `attention_mask` rows.
 // One per bundle, built once and never moved in a loop: the size difference of the variants

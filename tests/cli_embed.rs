@@ -1,0 +1,195 @@
+//! End-to-end embedding and text seeding through the real binary: the toy dual encoder built by
+//! scripts/make_toy_dual_encoder.py (image and text towers aligned by construction) on
+//! generated images of plain colours, and the real pretrained open_nsfw model against Python
+//! onnxruntime.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imclust");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("IMCLUST_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/venv/bin/python"));
+    assert!(p.exists(), "no Python env at {}: run scripts/python-env.sh (scripts/test.sh does it)", p.display());
+    p
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = Command::new(BIN).args(args).output().expect("spawn imclust");
+    assert!(o.status.success(), "imclust {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = Command::new(BIN).args(args).output().expect("spawn imclust");
+    assert!(!o.status.success(), "imclust {args:?} should have failed");
+    String::from_utf8(o.stderr).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The toy colour classes, in sorted order (the order of the image folders).
+const COLOURS: [(&str, [u8; 3]); 6] = [
+    ("blue", [0, 0, 255]),
+    ("cyan", [0, 255, 255]),
+    ("green", [0, 255, 0]),
+    ("magenta", [255, 0, 255]),
+    ("red", [255, 0, 0]),
+    ("yellow", [255, 255, 0]),
+];
+
+/// `per` noisy images of each colour, of varied sizes, under `dir/<colour>/`; labels in file order.
+fn colour_images(dir: &Path, per: usize) -> Vec<i32> {
+    let mut labels = Vec::new();
+    let mut state = 12345u32;
+    let mut noise = || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 24) as i32 % 61 - 30
+    };
+    for (c, (name, rgb)) in COLOURS.iter().enumerate() {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        for i in 0..per {
+            let (w, h) = (20 + 7 * i as u32, 30 + 3 * i as u32);
+            let img = image::RgbImage::from_fn(w, h, |_, _| {
+                image::Rgb(rgb.map(|v| (v as i32 + noise()).clamp(0, 255) as u8))
+            });
+            img.save(dir.join(name).join(format!("{i:03}.png"))).unwrap();
+            labels.push(c as i32);
+        }
+    }
+    labels
+}
+
+fn write_labels(path: &Path, labels: &[i32]) {
+    imclust_data::npy::write_i32(path, &[labels.len()], labels).unwrap();
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("toy");
+    let o = Command::new(python()).arg(repo().join("scripts/make_toy_dual_encoder.py")).arg(&bundle).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let images = tmp.path().join("images");
+    let labels = colour_images(&images, 8);
+    let y = tmp.path().join("y.npy");
+    write_labels(&y, &labels);
+
+    let e = tmp.path().join("e.npy");
+    let out = ok(&["embed", "--bundle", s(&bundle), "--images", s(&images), "--out", s(&e), "--batch-size", "5"]);
+    assert!(out.contains("embedded 48 images"), "{out}");
+    let m = imclust_data::npy::read_matrix_f32(&e).unwrap();
+    assert_eq!((m.rows, m.cols), (48, 8));
+
+    // Seeds from an ensemble of prompts, one per colour, in folder order.
+    let seeds = tmp.path().join("seeds.npy");
+    let classes: Vec<&str> = COLOURS.iter().map(|c| c.0).collect();
+    ok(&["seeds", "--bundle", s(&bundle), "--classes", &classes.join(","), "--template", "a photo of a {} thing.",
+        "--template", "a {} thing.", "--out", s(&seeds)]);
+    let sm = imclust_data::npy::read_matrix_f32(&seeds).unwrap();
+    assert_eq!((sm.rows, sm.cols), (6, 8));
+    for row in sm.data.chunks(8) {
+        assert!((row.iter().map(|v| v * v).sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    // Zero-shot (seeds, no iteration) is exact; so is seeded k-means, cluster c = class c.
+    let init = format!("seeds:{}", seeds.display());
+    for (max_iter, dir) in [("0", "zero-shot"), ("100", "kmeans")] {
+        let d = tmp.path().join(dir);
+        ok(&["cluster", "--embeddings", s(&e), "--labels", s(&y), "--k", "6", "--init", &init, "--metric", "cosine",
+            "--max-iter", max_iter, "--out", s(&d)]);
+        assert_eq!(json(&d.join("metrics.json"))["acc"], 1.0, "{dir}");
+        let a = imclust_data::npy::read_labels(&d.join("assignments.npy")).unwrap();
+        assert_eq!(a, labels.iter().map(|&v| v as i64).collect::<Vec<_>>(), "{dir}");
+    }
+
+    // Fusing the toy model with itself (weights 1 and 0.5) concatenates normalised parts.
+    let f = tmp.path().join("fused.npy");
+    ok(&["embed", "--bundle", s(&bundle), "--bundle", s(&bundle), "--weight", "1", "--weight", "0.5", "--images", s(&images), "--out", s(&f)]);
+    let fm = imclust_data::npy::read_matrix_f32(&f).unwrap();
+    assert_eq!((fm.rows, fm.cols), (48, 16));
+    for (row, one) in fm.data.chunks(16).zip(m.data.chunks(8)) {
+        for j in 0..8 {
+            assert!((row[j] - one[j]).abs() < 1e-6 && (row[8 + j] - 0.5 * one[j]).abs() < 1e-6);
+        }
+    }
+
+    // Raw pixels go through the same preprocessing: a (6, 32, 32, 3) array of the pure colours.
+    let px = tmp.path().join("px.npy");
+    let mut bytes = imclust_data::npy::encode_header(&[6, 32, 32, 3], "|u1");
+    for (_, rgb) in COLOURS {
+        for _ in 0..32 * 32 {
+            bytes.extend(rgb);
+        }
+    }
+    std::fs::write(&px, bytes).unwrap();
+    let ep = tmp.path().join("ep.npy");
+    ok(&["embed", "--bundle", s(&bundle), "--npy-pixels", s(&px), "--out", s(&ep)]);
+    let d = tmp.path().join("px-zero-shot");
+    let y6 = tmp.path().join("y6.npy");
+    write_labels(&y6, &[0, 1, 2, 3, 4, 5]);
+    ok(&["cluster", "--embeddings", s(&ep), "--labels", s(&y6), "--k", "6", "--init", &init, "--metric", "cosine",
+        "--max-iter", "0", "--out", s(&d)]);
+    assert_eq!(json(&d.join("metrics.json"))["acc"], 1.0);
+
+    // Bad input: a corrupt image fails the run naming it and writes nothing.
+    std::fs::write(images.join("red").join("999.png"), b"not a png").unwrap();
+    let err = fails(&["embed", "--bundle", s(&bundle), "--images", s(&images), "--out", s(&tmp.path().join("bad.npy"))]);
+    assert!(err.contains("999.png"), "{err}");
+    assert!(!tmp.path().join("bad.npy").exists());
+}
+
+#[test]
+fn open_nsfw_embeddings_match_python_onnxruntime() {
+    let model = std::env::var_os("IMCLUST_OPEN_NSFW").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/models/open_nsfw.onnx"));
+    assert!(model.exists(), "open_nsfw is missing at {}: run scripts/fetch-open-nsfw.sh", model.display());
+    let tmp = tempfile::tempdir().unwrap();
+    let bundle = tmp.path().join("open-nsfw");
+    ok(&["models", "prepare", "open-nsfw", "--model", s(&model), "--out", s(&bundle)]);
+    // 224 x 224 images need no resampling, so both sides preprocess exactly alike.
+    let images = tmp.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for k in 0..3u32 {
+        let img = image::RgbImage::from_fn(224, 224, |x, y| {
+            image::Rgb([((x * (k + 1) + y) % 256) as u8, ((y * 3 + k * 50) % 256) as u8, ((x ^ y) % 256) as u8])
+        });
+        img.save(images.join(format!("{k}.png"))).unwrap();
+    }
+    let e = tmp.path().join("e.npy");
+    ok(&["embed", "--bundle", s(&bundle), "--images", s(&images), "--out", s(&e)]);
+    let ours = imclust_data::npy::read_matrix_f32(&e).unwrap();
+    assert_eq!((ours.rows, ours.cols), (3, 1024));
+    let script = "import sys, numpy as np, onnxruntime as ort\n\
+        from PIL import Image\n\
+        model, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]\n\
+        x = np.stack([np.asarray(Image.open(f).convert('RGB'), dtype=np.float32)[:, :, ::-1] for f in files])\n\
+        x = x - np.array([104, 117, 123], dtype=np.float32)\n\
+        s = ort.InferenceSession(model, providers=['CPUExecutionProvider'])\n\
+        np.save(out, s.run(['/ReduceMean_output_0'], {s.get_inputs()[0].name: x})[0].astype(np.float32))";
+    let reference = tmp.path().join("ref.npy");
+    let files: Vec<String> = (0..3).map(|k| images.join(format!("{k}.png")).display().to_string()).collect();
+    let o = Command::new(python())
+        .args(["-c", script, s(&bundle.join("open_nsfw.onnx")), s(&reference)])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs = imclust_data::npy::read_matrix_f32(&reference).unwrap();
+    let max = ours.data.iter().zip(&theirs.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(max <= 1e-4, "max abs difference {max}");
+    // Not trivially zero: real features with spread.
+    assert!(ours.data.iter().any(|&v| v > 0.1));
+    // An image-only bundle has no text tower to seed from.
+    let err = fails(&["seeds", "--bundle", s(&bundle), "--classes", "a,b", "--out", s(&tmp.path().join("s.npy"))]);
+    assert!(err.contains("image-only bundle"), "{err}");
+}
