@@ -212,6 +212,30 @@ fn finish(mut rows: Array2<f32>, normalize: bool) -> Array2<f32> {
     rows
 }
 
+/// Text seeds of a dual-encoder bundle, `k x dim` row-major: for each class `c`,
+/// `normalize(mean over templates t of normalize(text(t.format(c))))` (the math is
+/// [`imclust_core::fusion::class_seeds`]). Templates hold one `{}` for the class name.
+pub fn text_seeds(bundle: &Bundle, config: &RuntimeConfig, class_names: &[String], templates: &[String]) -> Result<Vec<f32>> {
+    let text = bundle.config().text.as_ref().ok_or_else(|| EmbedError::Bundle {
+        bundle: bundle.name().to_string(),
+        reason: "is an image-only bundle (family = \"image\"): it has no text tower to seed from; \
+                 seed from a dual-encoder bundle (CLIP, SigLIP, LiT) or use a k-means init"
+            .into(),
+    })?;
+    let mut tokenizer = crate::text::TextTokenizer::from_spec(&text.tokenizer, bundle.dir())?;
+    tokenizer.set_context_length(text.context_length)?;
+    let mut encoder = TextEncoder::new(bundle, config)?;
+    let prompts: Vec<String> = crate::text::prompts(templates, class_names)?.into_iter().flatten().collect();
+    let d = encoder.dim();
+    let mut all = Vec::with_capacity(prompts.len() * d);
+    for chunk in prompts.chunks(256) {
+        let (ids, mask) = tokenizer.encode_batch(chunk, text.context_length)?;
+        let rows = encoder.run(ids.view(), Some(mask.view()))?;
+        all.extend(rows.iter().copied());
+    }
+    Ok(imclust_core::fusion::class_seeds(&all, class_names.len(), templates.len(), d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,26 +372,3 @@ np.asarray(y, dtype="<f4").tofile(ys)
     }
 }
 
-/// Text seeds of a dual-encoder bundle, `k x dim` row-major: for each class `c`,
-/// `normalize(mean over templates t of normalize(text(t.format(c))))` (the math is
-/// [`imclust_core::fusion::class_seeds`]). Templates hold one `{}` for the class name.
-pub fn text_seeds(bundle: &Bundle, config: &RuntimeConfig, class_names: &[String], templates: &[String]) -> Result<Vec<f32>> {
-    let text = bundle.config().text.as_ref().ok_or_else(|| EmbedError::Bundle {
-        bundle: bundle.name().to_string(),
-        reason: "is an image-only bundle (family = \"image\"): it has no text tower to seed from; \
-                 seed from a dual-encoder bundle (CLIP, SigLIP, LiT) or use a k-means init"
-            .into(),
-    })?;
-    let mut tokenizer = crate::text::TextTokenizer::from_spec(&text.tokenizer, bundle.dir())?;
-    tokenizer.set_context_length(text.context_length)?;
-    let mut encoder = TextEncoder::new(bundle, config)?;
-    let prompts: Vec<String> = crate::text::prompts(templates, class_names)?.into_iter().flatten().collect();
-    let d = encoder.dim();
-    let mut all = Vec::with_capacity(prompts.len() * d);
-    for chunk in prompts.chunks(256) {
-        let (ids, mask) = tokenizer.encode_batch(chunk, text.context_length)?;
-        let rows = encoder.run(ids.view(), Some(mask.view()))?;
-        all.extend(rows.iter().copied());
-    }
-    Ok(imclust_core::fusion::class_seeds(&all, class_names.len(), templates.len(), d))
-}
