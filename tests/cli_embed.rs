@@ -86,8 +86,12 @@ fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
     write_labels(&y, &labels);
 
     let e = tmp.path().join("e.npy");
-    let out = ok(&["embed", "--bundle", s(&bundle), "--images", s(&images), "--out", s(&e), "--batch-size", "5"]);
+    let yl = tmp.path().join("yl.npy");
+    let out = ok(&["embed", "--bundle", s(&bundle), "--images", s(&images), "--out", s(&e), "--batch-size", "5", "--labels-out", s(&yl)]);
     assert!(out.contains("embedded 48 images"), "{out}");
+    // Folder labels: the classes in sorted folder order.
+    assert_eq!(imclust_data::npy::read_labels(&yl).unwrap(), labels.iter().map(|&v| v as i64).collect::<Vec<_>>());
+    assert_eq!(std::fs::read_to_string(tmp.path().join("yl.npy.classes.txt")).unwrap(), "blue\ncyan\ngreen\nmagenta\nred\nyellow\n");
     let m = imclust_data::npy::read_matrix_f32(&e).unwrap();
     assert_eq!((m.rows, m.cols), (48, 8));
 

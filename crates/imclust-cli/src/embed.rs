@@ -28,6 +28,10 @@ pub struct Args {
     /// Output embeddings, N x dim float32 .npy.
     #[arg(long)]
     out: PathBuf,
+    /// With --images: also write each image's class, the index of its top-level folder under
+    /// DIR in sorted order (int32 .npy), and the class names next to it (<file>.classes.txt).
+    #[arg(long, requires = "images")]
+    labels_out: Option<PathBuf>,
     /// Images per inference call.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -115,6 +119,29 @@ pub fn embed_all(enc: &mut ImageEncoder, bundle: &Bundle, inputs: &Inputs, batch
     Ok(out)
 }
 
+/// Class of each file = its top-level folder under `dir` (sorted names); files directly in
+/// `dir` are an error, since they have no class.
+fn write_folder_labels(path: &Path, dir: &Path, files: &[PathBuf]) -> Result<()> {
+    let class_of = |f: &PathBuf| -> Result<String> {
+        let rel = f.strip_prefix(dir).expect("listed under dir");
+        match rel.components().next() {
+            Some(c) if rel.components().count() > 1 => Ok(c.as_os_str().to_string_lossy().into_owned()),
+            _ => bail!("{} is not inside a class folder of {}: --labels-out needs DIR/<class>/<image>", f.display(), dir.display()),
+        }
+    };
+    let names: Vec<String> = files.iter().map(class_of).collect::<Result<_>>()?;
+    let mut classes = names.clone();
+    classes.sort();
+    classes.dedup();
+    let ids: Vec<i32> = names.iter().map(|n| classes.binary_search(n).expect("present") as i32).collect();
+    imclust_data::npy::write_i32(path, &[ids.len()], &ids)?;
+    let mut list = path.as_os_str().to_owned();
+    list.push(".classes.txt");
+    imclust_data::fsutil::write_atomic(Path::new(&list), (classes.join("\n") + "\n").as_bytes())?;
+    eprintln!("labels: {} classes ({}) -> {}", classes.len(), classes.join(", "), path.display());
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -146,6 +173,9 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(p)) => Inputs::Pixels(imclust_data::npy::read_pixels(p)?, p.display().to_string()),
         (None, None) => unreachable!("clap requires --images or --npy-pixels"),
     };
+    if let (Some(path), Some(dir), Inputs::Files(files)) = (&a.labels_out, &a.images, &inputs) {
+        write_folder_labels(path, dir, files)?;
+    }
     let n = inputs.len();
     let t = Instant::now();
     let mut parts = Vec::with_capacity(bundles.len());
