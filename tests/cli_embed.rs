@@ -127,6 +127,16 @@ fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
             assert!((row[j] - one[j]).abs() < 1e-6 && (row[8 + j] - 0.5 * one[j]).abs() < 1e-6);
         }
     }
+    // Fused text seeds for the same two dual parts seed the fused space just as well.
+    let fs = tmp.path().join("fused-seeds.npy");
+    ok(&["seeds", "--bundle", s(&bundle), "--bundle", s(&bundle), "--weight", "1", "--weight", "0.5", "--classes",
+        &classes.join(","), "--template", "a photo of a {} thing.", "--out", s(&fs)]);
+    let fsm = imclust_data::npy::read_matrix_f32(&fs).unwrap();
+    assert_eq!((fsm.rows, fsm.cols), (6, 16));
+    let d = tmp.path().join("fused-zero-shot");
+    ok(&["cluster", "--embeddings", s(&f), "--labels", s(&y), "--k", "6", "--init", &format!("seeds:{}", fs.display()),
+        "--metric", "cosine", "--max-iter", "0", "--out", s(&d)]);
+    assert_eq!(json(&d.join("metrics.json"))["acc"], 1.0);
 
     // Raw pixels go through the same preprocessing: a (6, 32, 32, 3) array of the pure colours.
     let px = tmp.path().join("px.npy");

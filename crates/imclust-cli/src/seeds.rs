@@ -2,15 +2,21 @@
 
 use crate::models::RuntimeArgs;
 use anyhow::{Context, Result, bail};
+use imclust_core::fusion::{self, Part};
 use imclust_embed::bundle::Bundle;
 use imclust_embed::{engine, runtime, text};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A dual-encoder bundle (CLIP, SigLIP, LiT): one with a text tower.
-    #[arg(long)]
-    bundle: PathBuf,
+    /// A dual-encoder bundle (CLIP, SigLIP, LiT): one with a text tower. Repeat to seed a fused
+    /// space (e.g. CLIP + LiT): each model's seeds are weighted by --weight and concatenated,
+    /// matching `imclust embed` with the same bundles and weights.
+    #[arg(long = "bundle", required = true)]
+    bundles: Vec<PathBuf>,
+    /// Weight of each bundle, in --bundle order (default 1 each).
+    #[arg(long = "weight")]
+    weights: Vec<f32>,
     /// Class names, comma-separated, in cluster order.
     #[arg(long, value_delimiter = ',', required_unless_present = "classes_file", conflicts_with = "classes_file")]
     classes: Vec<String>,
@@ -47,19 +53,36 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         a.templates.clone()
     };
+    let weights = if a.weights.is_empty() { vec![1.0; a.bundles.len()] } else { a.weights.clone() };
+    if weights.len() != a.bundles.len() {
+        bail!("{} --weight values for {} --bundle values: give one weight per bundle, or none", weights.len(), a.bundles.len());
+    }
     let rt = a.runtime.config();
     runtime::init(&rt)?;
-    let bundle = Bundle::load_with(&a.bundle, &rt)?;
-    let seeds = engine::text_seeds(&bundle, &rt, &classes, &templates)?;
-    let d = seeds.len() / classes.len();
-    imclust_data::npy::write_f32(&a.out, &[classes.len(), d], &seeds)?;
+    let k = classes.len();
+    let mut parts = Vec::with_capacity(a.bundles.len());
+    let mut names = Vec::new();
+    for (path, &weight) in a.bundles.iter().zip(&weights) {
+        let bundle = Bundle::load_with(path, &rt)?;
+        let seeds = engine::text_seeds(&bundle, &rt, &classes, &templates)?;
+        names.push(bundle.name().to_string());
+        parts.push((seeds.len() / k, seeds, weight));
+    }
+    // One model: its unit seeds as they are. Several: the same fusion as `embed` (each part is
+    // already unit-norm per class, so fusion only weights and concatenates).
+    let (seeds, d) = if parts.len() == 1 {
+        let (d, seeds, _) = parts.pop().expect("one part");
+        (seeds, d)
+    } else {
+        let refs: Vec<(&[f32], Part)> = parts.iter().map(|(d, s, w)| (s.as_slice(), Part { dim: *d, weight: *w })).collect();
+        (fusion::fuse_rows(&refs, k), parts.iter().map(|p| p.0).sum())
+    };
+    imclust_data::npy::write_f32(&a.out, &[k, d], &seeds)?;
     println!(
-        "{} seeds ({} templates each) from '{}' -> {} ({} x {d}, float32)",
-        classes.len(),
+        "{k} seeds ({} templates each) from {} -> {} ({k} x {d}, float32)",
         templates.len(),
-        bundle.name(),
+        names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(" + "),
         a.out.display(),
-        classes.len()
     );
     Ok(())
 }
