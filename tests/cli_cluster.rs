@@ -2,56 +2,16 @@
 //! (scikit-learn's digits, fetched by scripts/fetch-digits.sh) and scikit-learn itself as the
 //! reference (the Python env of scripts/python-env.sh). scripts/test.sh prepares both.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_imclust");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
+#[path = "common.rs"]
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
 
 /// The digits fixture: (x.npy, y.npy).
 fn digits() -> (PathBuf, PathBuf) {
-    let dir = std::env::var_os("IMCLUST_DIGITS").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/data/digits"));
-    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
-    assert!(
-        x.exists() && y.exists(),
-        "the digits fixture is missing at {}: run scripts/fetch-digits.sh (scripts/test.sh does it)",
-        dir.display()
-    );
-    (x, y)
-}
-
-/// The Python with numpy and scikit-learn.
-fn python() -> PathBuf {
-    let p = std::env::var_os("IMCLUST_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/venv/bin/python"));
-    assert!(p.exists(), "no Python env at {}: run scripts/python-env.sh (scripts/test.sh does it)", p.display());
-    p
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("spawn imclust")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(o.status.success(), "imclust {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(!o.status.success(), "imclust {args:?} should have failed");
-    String::from_utf8(o.stderr).unwrap()
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    let dir = fixture("IMCLUST_DIGITS", ".cache/data/digits", "scripts/fetch-digits.sh");
+    (dir.join("x.npy"), dir.join("y.npy"))
 }
 
 /// scikit-learn's `KMeans(10, n_init=10)` inertia on digits, median over seeds 0..9

@@ -3,36 +3,11 @@
 //! generated images of plain colours, and the real pretrained open_nsfw model against Python
 //! onnxruntime.
 
-use std::path::{Path, PathBuf};
+#[path = "common.rs"]
+mod common;
+use common::*;
+use std::path::Path;
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_imclust");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("IMCLUST_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/venv/bin/python"));
-    assert!(p.exists(), "no Python env at {}: run scripts/python-env.sh (scripts/test.sh does it)", p.display());
-    p
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = Command::new(BIN).args(args).output().expect("spawn imclust");
-    assert!(o.status.success(), "imclust {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = Command::new(BIN).args(args).output().expect("spawn imclust");
-    assert!(!o.status.success(), "imclust {args:?} should have failed");
-    String::from_utf8(o.stderr).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// The toy colour classes, in sorted order (the order of the image folders).
 const COLOURS: [(&str, [u8; 3]); 6] = [
@@ -70,9 +45,6 @@ fn write_labels(path: &Path, labels: &[i32]) {
     imclust_data::npy::write_i32(path, &[labels.len()], labels).unwrap();
 }
 
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
 
 #[test]
 fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
@@ -165,8 +137,7 @@ fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
 
 #[test]
 fn open_nsfw_embeddings_match_python_onnxruntime() {
-    let model = std::env::var_os("IMCLUST_OPEN_NSFW").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/models/open_nsfw.onnx"));
-    assert!(model.exists(), "open_nsfw is missing at {}: run scripts/fetch-open-nsfw.sh", model.display());
+    let model = open_nsfw();
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("open-nsfw");
     ok(&["models", "prepare", "open-nsfw", "--model", s(&model), "--out", s(&bundle)]);

@@ -2,42 +2,9 @@
 //! (scripts/fetch-open-nsfw.sh) with the ONNX Runtime library of scripts/fetch-onnxruntime.sh
 //! (found through ORT_DYLIB_PATH or the repository's .cache/). scripts/test.sh prepares both.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_imclust");
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn open_nsfw() -> PathBuf {
-    let p = std::env::var_os("IMCLUST_OPEN_NSFW").map(PathBuf::from).unwrap_or_else(|| repo().join(".cache/models/open_nsfw.onnx"));
-    assert!(p.exists(), "open_nsfw is missing at {}: run scripts/fetch-open-nsfw.sh (scripts/test.sh does it)", p.display());
-    p
-}
-
-/// Runs from a directory outside the repository, so the library is found through
-/// ORT_DYLIB_PATH or the executable's ancestors, not the current directory.
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).current_dir(std::env::temp_dir()).output().expect("spawn imclust")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(o.status.success(), "imclust {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(!o.status.success(), "imclust {args:?} should have failed");
-    String::from_utf8(o.stderr).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+#[path = "common.rs"]
+mod common;
+use common::*;
 
 fn digest_line(out: &str) -> String {
     let d = out.lines().find_map(|l| l.strip_prefix("digest: ")).unwrap_or_else(|| panic!("no digest in:\n{out}"));

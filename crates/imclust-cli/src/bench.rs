@@ -1,12 +1,17 @@
 //! `imclust bench`: speed figures measured the same way every time.
 
-use anyhow::{Context, Result};
+use crate::embed::{self as embed_cmd, Inputs};
+use anyhow::{Context, Result, bail};
 use imclust_core::fixed::FixedScale;
 use imclust_core::kernel::{self, Centroids, Metric};
 use imclust_core::kmeans::Prepared;
 use imclust_core::rng::{self, Rng};
 use imclust_core::update;
 use imclust_data::npy;
+use imclust_embed::bundle::Bundle;
+use imclust_embed::engine::ImageEncoder;
+use imclust_embed::preprocess;
+use imclust_embed::runtime::{self, Device, RuntimeConfig};
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +20,9 @@ use std::time::Instant;
 pub enum Bench {
     /// Seconds per Lloyd iteration and GFLOP/s of the assignment kernel on synthetic data.
     Kmeans(KmeansArgs),
+    /// Images/s of a bundle's image tower: the raw session on ready tensors vs the whole
+    /// decode + preprocess + inference pipeline (`imclust embed`'s), in one process.
+    Embed(EmbedArgs),
 }
 
 #[derive(clap::Args)]
@@ -40,6 +48,7 @@ pub struct KmeansArgs {
 pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Kmeans(a) => kmeans(a),
+        Bench::Embed(a) => embed(a),
     }
 }
 
@@ -128,4 +137,172 @@ fn lloyd_iterations(
     }
     let ps = kernel::partial_sums(rows, &c, Metric::Euclidean, scale, 0)?;
     Ok((times, ps.inertia_value()))
+}
+
+#[derive(clap::Args)]
+pub struct EmbedArgs {
+    /// The model bundle (a directory with bundle.toml).
+    #[arg(long)]
+    bundle: PathBuf,
+    /// A folder of images (searched recursively; the first --limit in sorted path order are used).
+    #[arg(long, default_value = ".cache/data/textiles")]
+    images: PathBuf,
+    /// Images to embed (0: all).
+    #[arg(long, default_value_t = 256)]
+    limit: usize,
+    /// Images per inference call.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// ONNX Runtime intra-op threads (0: one per core).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// cpu, cuda, tensorrt or auto.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// The libonnxruntime file (default: ORT_DYLIB_PATH, then .cache/onnxruntime/).
+    #[arg(long, value_name = "PATH")]
+    onnxruntime: Option<PathBuf>,
+    /// Timed rounds; each runs the raw session then the pipeline (interleaved), the best
+    /// round of each is reported.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Write imclust_embed.json (figures and the image list) and embeddings.npy (the pipeline's
+    /// result) here, for bench/compare_embed.sh.
+    #[arg(long)]
+    save: Option<PathBuf>,
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    n as f64 / secs
+}
+
+fn embed(a: EmbedArgs) -> Result<()> {
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if a.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let rt = RuntimeConfig { onnxruntime_path: a.onnxruntime.clone(), device: a.device, intra_threads: a.threads };
+    runtime::init(&rt)?;
+    let bundle = Bundle::load_with(&a.bundle, &rt)?;
+    let digest = bundle.digest()?;
+    let spec = bundle.image_spec();
+    let (mut files, _) = embed_cmd::list_images(&a.images)
+        .with_context(|| format!("listing {} (fetch the textiles with `bash scripts/fetch-textiles.sh`)", a.images.display()))?;
+    if files.is_empty() {
+        bail!("no images under {}", a.images.display());
+    }
+    if a.limit > 0 {
+        files.truncate(a.limit);
+    }
+    let n = files.len();
+    let inputs = Inputs::Files(files.clone());
+    let rayon_threads = rayon::current_num_threads();
+    let mut enc = ImageEncoder::new(&bundle, &rt)?;
+    let dim = enc.dim();
+    println!(
+        "imclust bench embed: bundle {} (digest {}), {n} images from {}, batch {}, ORT intra threads {}, device {}, \
+         decode threads (rayon) {rayon_threads}, {} cores",
+        bundle.name(),
+        &digest[..12],
+        a.images.display(),
+        a.batch_size,
+        a.threads,
+        a.device,
+        std::thread::available_parallelism().map(|p| p.get()).unwrap_or(0)
+    );
+
+    // Ready tensors: read + decode + preprocess every image (the pipeline's producer, with no
+    // inference behind it), timed on its own.
+    let t = Instant::now();
+    let mut ready = Vec::new();
+    preprocess::pipeline(inputs.records(), spec, a.batch_size, 2, |b| {
+        if let Some((_, e)) = b.errors.into_iter().next() {
+            return Err(e);
+        }
+        ready.push(b.pixels);
+        Ok(())
+    })?;
+    let pre_s = t.elapsed().as_secs_f64();
+    println!("preprocess only (read+decode+resize+normalise on {rayon_threads} rayon threads): {:.1} images/s ({pre_s:.2}s)", rate(n, pre_s));
+
+    // Rounds, interleaved: warm-up batch + raw session on the ready tensors, then warm-up
+    // batch + the whole pipeline.
+    let mut raw_rates = Vec::new();
+    let mut pipe_rates = Vec::new();
+    let mut raw_rows = vec![0f32; n * dim];
+    let mut pipe_rows = Vec::new();
+    for round in 1..=a.rounds {
+        enc.run(ready[0].view())?; // warm-up
+        let t = Instant::now();
+        let mut at = 0;
+        for b in &ready {
+            let rows = enc.run(b.view())?;
+            let k = rows.nrows() * dim;
+            raw_rows[at..at + k].copy_from_slice(rows.as_slice().expect("standard layout"));
+            at += k;
+        }
+        let raw_s = t.elapsed().as_secs_f64();
+        raw_rates.push(rate(n, raw_s));
+
+        enc.run(ready[0].view())?; // warm-up
+        let t = Instant::now();
+        pipe_rows = embed_cmd::embed_all(&mut enc, &bundle, &inputs, a.batch_size)?;
+        let pipe_s = t.elapsed().as_secs_f64();
+        pipe_rates.push(rate(n, pipe_s));
+        println!(
+            "round {round}: raw session {:.2} images/s ({raw_s:.2}s), pipeline {:.2} images/s ({pipe_s:.2}s), ratio {:.3}",
+            rate(n, raw_s),
+            rate(n, pipe_s),
+            raw_s / pipe_s
+        );
+    }
+    let best = |v: &[f64]| v.iter().copied().fold(f64::MIN, f64::max);
+    let (raw, pipe) = (best(&raw_rates), best(&pipe_rates));
+    let max_diff = raw_rows.iter().zip(&pipe_rows).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    println!("best of {} rounds each:", a.rounds);
+    println!("  {:<58} {:>9.2} images/s", "raw session (ImageEncoder::run on ready batches)", raw);
+    println!("  {:<58} {:>9.2} images/s", "pipeline (embed_all: read+decode+preprocess || infer)", pipe);
+    println!("  {:<58} {:>9.2} images/s", "preprocess only (read+decode+preprocess, no inference)", rate(n, pre_s));
+    println!(
+        "  pipeline / raw = {:.3}x (target >= 0.9x: {})",
+        pipe / raw,
+        if pipe / raw >= 0.9 { "PASS" } else { "MISS" }
+    );
+    println!("  raw vs pipeline embeddings: max abs diff {max_diff:.3e}");
+    println!(
+        "  (raw session = ort Session::run on the ready NHWC/NCHW batch plus ImageEncoder's shape check, output copy{})",
+        if bundle.config().image.normalize { " and L2 normalisation" } else { "" }
+    );
+
+    if let Some(dir) = &a.save {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        npy::write_f32(&dir.join("embeddings.npy"), &[n, dim], &pipe_rows)?;
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        let j = serde_json::json!({
+            "bundle": bundle.dir().display().to_string(),
+            "bundle_name": bundle.name(),
+            "digest": digest,
+            "images": n,
+            "images_dir": a.images.display().to_string(),
+            "batch": a.batch_size,
+            "threads": a.threads,
+            "decode_threads": rayon_threads,
+            "device": a.device.to_string(),
+            "rounds": a.rounds,
+            "reported": "best",
+            "raw_images_per_s": raw,
+            "pipeline_images_per_s": pipe,
+            "preprocess_images_per_s": rate(n, pre_s),
+            "raw_images_per_s_rounds": raw_rates,
+            "pipeline_images_per_s_rounds": pipe_rates,
+            "raw_vs_pipeline_max_abs_diff": max_diff,
+            "dim": dim,
+            "files": names,
+        });
+        imclust_data::fsutil::write_atomic(&dir.join("imclust_embed.json"), serde_json::to_string_pretty(&j)?.as_bytes())?;
+        println!("wrote {} and {}", dir.join("imclust_embed.json").display(), dir.join("embeddings.npy").display());
+    }
+    Ok(())
 }

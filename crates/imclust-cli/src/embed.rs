@@ -119,6 +119,20 @@ pub fn embed_all(enc: &mut ImageEncoder, bundle: &Bundle, inputs: &Inputs, batch
     Ok(out)
 }
 
+/// The fusion weight of each of `bundles` bundles: as given (one per bundle), or 1 each.
+pub fn bundle_weights(given: &[f32], bundles: usize) -> Result<Vec<f32>> {
+    if given.is_empty() {
+        return Ok(vec![1.0; bundles]);
+    }
+    if given.len() != bundles {
+        bail!("{} --weight values for {bundles} --bundle values: give one weight per bundle, or none", given.len());
+    }
+    if let Some(w) = given.iter().find(|w| !w.is_finite() || **w <= 0.0) {
+        bail!("--weight {w}: weights must be positive numbers");
+    }
+    Ok(given.to_vec())
+}
+
 /// Class of each file = its top-level folder under `dir` (sorted names); files directly in
 /// `dir` are an error, since they have no class.
 fn write_folder_labels(path: &Path, dir: &Path, files: &[PathBuf]) -> Result<()> {
@@ -148,10 +162,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let rt = a.runtime.config();
     runtime::init(&rt)?;
-    let weights = if a.weights.is_empty() { vec![1.0; a.bundles.len()] } else { a.weights.clone() };
-    if weights.len() != a.bundles.len() {
-        bail!("{} --weight values for {} --bundle values: give one weight per bundle, or none", weights.len(), a.bundles.len());
-    }
+    let weights = bundle_weights(&a.weights, a.bundles.len())?;
     let bundles = a.bundles.iter().map(|b| Bundle::load_with(b, &rt)).collect::<Result<Vec<_>, _>>()?;
     let inputs = match (&a.images, &a.npy_pixels) {
         (Some(dir), _) => {

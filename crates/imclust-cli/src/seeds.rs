@@ -53,10 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         a.templates.clone()
     };
-    let weights = if a.weights.is_empty() { vec![1.0; a.bundles.len()] } else { a.weights.clone() };
-    if weights.len() != a.bundles.len() {
-        bail!("{} --weight values for {} --bundle values: give one weight per bundle, or none", weights.len(), a.bundles.len());
-    }
+    let weights = crate::embed::bundle_weights(&a.weights, a.bundles.len())?;
     let rt = a.runtime.config();
     runtime::init(&rt)?;
     let k = classes.len();
