@@ -176,6 +176,40 @@ fn rate(n: usize, secs: f64) -> f64 {
     n as f64 / secs
 }
 
+/// CPU ticks (Linux `/proc`): all CPUs busy, all CPUs total, and this process's own.
+#[derive(Clone, Copy)]
+struct CpuTicks {
+    busy: u64,
+    total: u64,
+    own: u64,
+}
+
+impl CpuTicks {
+    fn now() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let f: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let total: u64 = f.iter().take(8).sum();
+        let idle = f.get(3)? + f.get(4)?; // idle + iowait
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the ")" closing the command name: state is field 3, utime 14, stime 15.
+        let rest: Vec<&str> = own.rsplit_once(')')?.1.split_whitespace().collect();
+        let own = rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?;
+        Some(CpuTicks { busy: total - idle, total, own })
+    }
+
+    /// The share of the machine's CPU time (0..1) that other processes used since `self`.
+    fn others_since(self) -> Option<f64> {
+        let now = CpuTicks::now()?;
+        let total = now.total.checked_sub(self.total)?;
+        let others = (now.busy - self.busy).saturating_sub(now.own - self.own);
+        (total > 0).then(|| others as f64 / total as f64)
+    }
+}
+
+fn others_pct(share: Option<f64>) -> String {
+    share.map(|s| format!("{:.0}%", 100.0 * s)).unwrap_or_else(|| "n/a".into())
+}
+
 fn embed(a: EmbedArgs) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -233,8 +267,11 @@ fn embed(a: EmbedArgs) -> Result<()> {
     let mut pipe_rates = Vec::new();
     let mut raw_rows = vec![0f32; n * dim];
     let mut pipe_rows = Vec::new();
+    let mut raw_others = Vec::new();
+    let mut pipe_others = Vec::new();
     for round in 1..=a.rounds {
         enc.run(ready[0].view())?; // warm-up
+        let cpu = CpuTicks::now();
         let t = Instant::now();
         let mut at = 0;
         for b in &ready {
@@ -244,18 +281,26 @@ fn embed(a: EmbedArgs) -> Result<()> {
             at += k;
         }
         let raw_s = t.elapsed().as_secs_f64();
+        let raw_busy = cpu.and_then(CpuTicks::others_since);
         raw_rates.push(rate(n, raw_s));
+        raw_others.push(raw_busy);
 
         enc.run(ready[0].view())?; // warm-up
+        let cpu = CpuTicks::now();
         let t = Instant::now();
         pipe_rows = embed_cmd::embed_all(&mut enc, &bundle, &inputs, a.batch_size)?;
         let pipe_s = t.elapsed().as_secs_f64();
+        let pipe_busy = cpu.and_then(CpuTicks::others_since);
         pipe_rates.push(rate(n, pipe_s));
+        pipe_others.push(pipe_busy);
         println!(
-            "round {round}: raw session {:.2} images/s ({raw_s:.2}s), pipeline {:.2} images/s ({pipe_s:.2}s), ratio {:.3}",
+            "round {round}: raw session {:.2} images/s ({raw_s:.2}s), pipeline {:.2} images/s ({pipe_s:.2}s), ratio {:.3} \
+             [other processes' CPU share: {} / {}]",
             rate(n, raw_s),
             rate(n, pipe_s),
-            raw_s / pipe_s
+            raw_s / pipe_s,
+            others_pct(raw_busy),
+            others_pct(pipe_busy)
         );
     }
     let best = |v: &[f64]| v.iter().copied().fold(f64::MIN, f64::max);
@@ -297,6 +342,8 @@ fn embed(a: EmbedArgs) -> Result<()> {
             "preprocess_images_per_s": rate(n, pre_s),
             "raw_images_per_s_rounds": raw_rates,
             "pipeline_images_per_s_rounds": pipe_rates,
+            "raw_other_processes_cpu_share_rounds": raw_others,
+            "pipeline_other_processes_cpu_share_rounds": pipe_others,
             "raw_vs_pipeline_max_abs_diff": max_diff,
             "dim": dim,
             "files": names,
