@@ -10,15 +10,40 @@ use imclust_embed::runtime;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// The models of a run: one bundle, or several fused into one space.
+#[derive(clap::Args)]
+pub struct FusionArgs {
+    /// A model bundle (a directory with bundle.toml). Repeat to fuse several models: each
+    /// model's rows (embeddings or text seeds) are L2-normalised, multiplied by its --weight
+    /// and concatenated, so `embed` and `seeds` with the same bundles and weights agree.
+    #[arg(long = "bundle", required = true)]
+    pub bundles: Vec<PathBuf>,
+    /// Weight of each bundle, in --bundle order (default 1 each).
+    #[arg(long = "weight")]
+    pub weights: Vec<f32>,
+}
+
+impl FusionArgs {
+    /// The weight of each bundle: as given (one per bundle, positive), or 1 each.
+    pub fn weights(&self) -> Result<Vec<f32>> {
+        let bundles = self.bundles.len();
+        if self.weights.is_empty() {
+            return Ok(vec![1.0; bundles]);
+        }
+        if self.weights.len() != bundles {
+            bail!("{} --weight values for {bundles} --bundle values: give one weight per bundle, or none", self.weights.len());
+        }
+        if let Some(w) = self.weights.iter().find(|w| !w.is_finite() || **w <= 0.0) {
+            bail!("--weight {w}: weights must be positive numbers");
+        }
+        Ok(self.weights.clone())
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model bundle (a directory with bundle.toml). Repeat to fuse several models: each
-    /// model's rows are L2-normalised, multiplied by its --weight and concatenated.
-    #[arg(long = "bundle", required = true)]
-    bundles: Vec<PathBuf>,
-    /// Weight of each bundle in a fused embedding, in --bundle order (default 1 each).
-    #[arg(long = "weight")]
-    weights: Vec<f32>,
+    #[command(flatten)]
+    models: FusionArgs,
     /// A folder of images (searched recursively; rows in sorted path order).
     #[arg(long, required_unless_present = "npy_pixels", conflicts_with = "npy_pixels")]
     images: Option<PathBuf>,
@@ -119,20 +144,6 @@ pub fn embed_all(enc: &mut ImageEncoder, bundle: &Bundle, inputs: &Inputs, batch
     Ok(out)
 }
 
-/// The fusion weight of each of `bundles` bundles: as given (one per bundle), or 1 each.
-pub fn bundle_weights(given: &[f32], bundles: usize) -> Result<Vec<f32>> {
-    if given.is_empty() {
-        return Ok(vec![1.0; bundles]);
-    }
-    if given.len() != bundles {
-        bail!("{} --weight values for {bundles} --bundle values: give one weight per bundle, or none", given.len());
-    }
-    if let Some(w) = given.iter().find(|w| !w.is_finite() || **w <= 0.0) {
-        bail!("--weight {w}: weights must be positive numbers");
-    }
-    Ok(given.to_vec())
-}
-
 /// Class of each file = its top-level folder under `dir` (sorted names); files directly in
 /// `dir` are an error, since they have no class.
 fn write_folder_labels(path: &Path, dir: &Path, files: &[PathBuf]) -> Result<()> {
@@ -162,8 +173,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     let rt = a.runtime.config();
     runtime::init(&rt)?;
-    let weights = bundle_weights(&a.weights, a.bundles.len())?;
-    let bundles = a.bundles.iter().map(|b| Bundle::load_with(b, &rt)).collect::<Result<Vec<_>, _>>()?;
+    let weights = a.models.weights()?;
+    let bundles = a.models.bundles.iter().map(|b| Bundle::load_with(b, &rt)).collect::<Result<Vec<_>, _>>()?;
     let inputs = match (&a.images, &a.npy_pixels) {
         (Some(dir), _) => {
             let (images, other) = list_images(dir)?;

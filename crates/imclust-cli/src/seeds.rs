@@ -9,14 +9,9 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// A dual-encoder bundle (CLIP, SigLIP, LiT): one with a text tower. Repeat to seed a fused
-    /// space (e.g. CLIP + LiT): each model's seeds are weighted by --weight and concatenated,
-    /// matching `imclust embed` with the same bundles and weights.
-    #[arg(long = "bundle", required = true)]
-    bundles: Vec<PathBuf>,
-    /// Weight of each bundle, in --bundle order (default 1 each).
-    #[arg(long = "weight")]
-    weights: Vec<f32>,
+    /// Dual-encoder bundles (CLIP, SigLIP, LiT: with a text tower).
+    #[command(flatten)]
+    models: crate::embed::FusionArgs,
     /// Class names, comma-separated, in cluster order.
     #[arg(long, value_delimiter = ',', required_unless_present = "classes_file", conflicts_with = "classes_file")]
     classes: Vec<String>,
@@ -53,13 +48,13 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         a.templates.clone()
     };
-    let weights = crate::embed::bundle_weights(&a.weights, a.bundles.len())?;
+    let weights = a.models.weights()?;
     let rt = a.runtime.config();
     runtime::init(&rt)?;
     let k = classes.len();
-    let mut parts = Vec::with_capacity(a.bundles.len());
+    let mut parts = Vec::with_capacity(weights.len());
     let mut names = Vec::new();
-    for (path, &weight) in a.bundles.iter().zip(&weights) {
+    for (path, &weight) in a.models.bundles.iter().zip(&weights) {
         let bundle = Bundle::load_with(path, &rt)?;
         let seeds = engine::text_seeds(&bundle, &rt, &classes, &templates)?;
         names.push(bundle.name().to_string());
