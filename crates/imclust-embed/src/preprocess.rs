@@ -372,7 +372,12 @@ impl Preprocessor {
 
     /// [`decode`] then [`Self::to_tensor`]. On error `out` is zero-filled.
     pub fn decode_to_tensor(&mut self, name: &str, bytes: &[u8], out: &mut [f32]) -> Result<()> {
-        match decode(name, bytes) {
+        self.image_to_tensor(decode(name, bytes), out)
+    }
+
+    /// Writes a decoded image into `out`, or zero-fills `out` and passes the error on.
+    fn image_to_tensor(&mut self, img: Result<RgbImage>, out: &mut [f32]) -> Result<()> {
+        match img {
             Ok(img) => {
                 self.to_tensor(&img, out);
                 Ok(())
@@ -396,16 +401,7 @@ impl Preprocessor {
                 }),
             Record::Failed(e) => Err(e),
         };
-        match img {
-            Ok(img) => {
-                self.to_tensor(&img, out);
-                Ok(())
-            }
-            Err(e) => {
-                out.fill(0.0);
-                Err(e)
-            }
-        }
+        self.image_to_tensor(img, out)
     }
 }
 
