@@ -20,6 +20,19 @@ pub enum DataError {
     /// program cannot use; `reason` says what was found and how to fix it.
     #[error("npy file '{}': {reason}", path.display())]
     Npy { path: PathBuf, reason: String },
+    /// An object store operation failed, or a URL cannot be used; `reason` says what to
+    /// check. The URL never carries credentials.
+    #[error("{url}: {reason}")]
+    Storage { url: String, reason: String },
+    /// A dataset file is malformed (truncated, wrong magic number, inconsistent sizes).
+    #[error("{url}: {reason}")]
+    Format { url: String, reason: String },
+    /// A dataset spec, list file or option is wrong; `reason` says how to fix it.
+    #[error("{what}: {reason}")]
+    Invalid { what: String, reason: String },
+    /// A record could not be read or decoded and the policy is `on_bad_record = "fail"`.
+    #[error("record {index} ({id}) of {dataset}: {reason} (set on_bad_record = \"skip\" / --on-bad-record skip to skip bad records and list them in errors.jsonl)")]
+    BadRecord { dataset: String, index: u64, id: String, reason: String },
 }
 
 impl DataError {
@@ -37,6 +50,20 @@ impl DataError {
             path: path.into(),
             reason: reason.into(),
         }
+    }
+}
+
+impl DataError {
+    pub fn storage(url: impl Into<String>, reason: impl Into<String>) -> Self {
+        DataError::Storage { url: url.into(), reason: reason.into() }
+    }
+
+    pub fn format(url: impl Into<String>, reason: impl Into<String>) -> Self {
+        DataError::Format { url: url.into(), reason: reason.into() }
+    }
+
+    pub fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        DataError::Invalid { what: what.into(), reason: reason.into() }
     }
 }
 

@@ -1,13 +1,21 @@
 //! imclust-data: the inputs and outputs of imclust.
 //!
-//! - [`npy`]: reading and writing NumPy `.npy` arrays (feature matrices, labels,
-//!   centroids), from files or from bytes in memory, with atomic writes.
+//! - [`storage`]: one URL type over object stores (local, s3, gs, az, http).
+//! - [`dataset`]: the [`Dataset`](dataset::Dataset) trait, `KIND:URL` specs, fingerprints;
+//!   [`datasets`]: the formats (CIFAR-10/100, STL-10, IDX, folders and MIT Indoor-67,
+//!   manifests, npy).
+//! - [`shard`]: shard plans.
+//! - [`npy`]: reading and writing NumPy `.npy` arrays, from files or bytes, atomically.
 //! - [`fsutil`]: atomic file writes (temporary file, fsync, rename).
 //! - [`error`]: [`DataError`], the crate's one error type, whose messages name the file
-//!   concerned and say what to do.
+//!   or URL concerned and say what to do.
 
+pub mod dataset;
+pub mod datasets;
 pub mod error;
 pub mod fsutil;
 pub mod npy;
+pub mod shard;
+pub mod storage;
 
 pub use error::{DataError, Result};
