@@ -165,6 +165,11 @@ pub trait Dataset: Send + Sync {
     /// A digest of everything the records depend on: the URLs, sizes and versions (ETag or
     /// modification time) of the files read, the kind and the split.
     fn fingerprint(&self) -> &str;
+    /// Things a user should know about the dataset that are not errors (files that are not
+    /// records, fallbacks taken), one line each.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// Records `range` (clamped to the dataset), in order, one per index. A record that
     /// cannot be used is returned with a [`Payload::Bad`] reason; an error is returned only
     /// when the dataset itself cannot be read (unreachable store, corrupt container file).

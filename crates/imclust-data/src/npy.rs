@@ -137,10 +137,11 @@ impl Pixels {
 /// in C order (e.g. CIFAR, STL-10 or MNIST pixels saved by numpy).
 pub fn read_pixels(path: &Path) -> Result<Pixels> {
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
-    pixels_from_bytes(path, &bytes)
+    read_pixels_bytes(path, &bytes)
 }
 
-fn pixels_from_bytes(path: &Path, bytes: &[u8]) -> Result<Pixels> {
+/// [`read_pixels`] for a file already in memory; `path` names it in errors.
+pub fn read_pixels_bytes(path: &Path, bytes: &[u8]) -> Result<Pixels> {
     let npy_err = |reason: String| DataError::npy(path, reason);
     let header = parse_header(bytes).map_err(npy_err)?;
     let shape = &header.shape;

@@ -265,6 +265,20 @@ impl Location {
         }
     }
 
+    /// The object named `name` in the same folder (prefix) as this one.
+    pub fn sibling(&self, name: &str) -> Location {
+        let file = self.file_name();
+        let path = match self.path.parts().count() {
+            0 | 1 => ObjectPath::from(name),
+            _ => ObjectPath::from_iter(self.path.parts().take(self.path.parts().count() - 1)).join(name),
+        };
+        let url = match self.url.strip_suffix(file.as_str()) {
+            Some(dir) if !file.is_empty() => format!("{dir}{name}"),
+            _ => format!("{}/{name}", self.url.trim_end_matches('/')),
+        };
+        Location { url, store: self.store.clone(), path, local: self.local.as_ref().map(|p| p.with_file_name(name)) }
+    }
+
     /// The last segment of the path ("" at a bucket root).
     pub fn file_name(&self) -> String {
         self.path.filename().unwrap_or_default().to_string()
@@ -304,6 +318,16 @@ impl Location {
     pub async fn get(&self) -> Result<Bytes> {
         let r = self.store.get(&self.path).await.map_err(|e| self.error(e, "reading"))?;
         r.bytes().await.map_err(|e| self.error(e, "reading"))
+    }
+
+    /// The whole object, or `None` if there is no such object (other failures are errors).
+    pub async fn get_opt(&self) -> Result<Option<Bytes>> {
+        let r = match self.store.get(&self.path).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error(e, "reading")),
+        };
+        r.bytes().await.map(Some).map_err(|e| self.error(e, "reading"))
     }
 
     /// Bytes `range` of the object; an error if the object is shorter.
