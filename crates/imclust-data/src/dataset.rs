@@ -73,7 +73,10 @@ impl Kind {
     pub fn splits(self) -> &'static [&'static str] {
         match self {
             Kind::Cifar10 | Kind::Cifar100 | Kind::Idx => &["train", "test", "all"],
-            Kind::Stl10 => &["train", "test", "unlabeled", "all"],
+            Kind::Stl10 => &[
+                "train", "test", "unlabeled", "all", "train-fold-0", "train-fold-1", "train-fold-2", "train-fold-3",
+                "train-fold-4", "train-fold-5", "train-fold-6", "train-fold-7", "train-fold-8", "train-fold-9",
+            ],
             Kind::Mit67 => &["all", "train", "test"],
             Kind::Folder | Kind::Manifest | Kind::Npy => &[],
         }
