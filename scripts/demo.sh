@@ -14,16 +14,18 @@ cargo build --release --locked --quiet -p imclust-cli
 bin=./target/release/imclust
 out="$root/out/textiles"
 mkdir -p "$out"
+# A committed job is never overwritten: the demo replaces its own previous clustering.
+rm -rf "$out/clusters/textiles"
 bundle="$root/.cache/bundles/open-nsfw"
 [[ -f "$bundle/bundle.toml" ]] || "$bin" models prepare open-nsfw --model "$model" --out "$bundle" >/dev/null
 "$bin" embed --bundle "$bundle" --images "$images" --out "$out/embeddings.npy" --labels-out "$out/labels.npy"
 "$bin" cluster --embeddings "$out/embeddings.npy" --labels "$out/labels.npy" --k 3 --metric cosine \
-  --init kmeans++ --n-redo 10 --seed 0 --out "$out/clusters" >/dev/null
-python3 - "$out/clusters/metrics.json" <<'PY'
+  --init kmeans++ --n-redo 10 --seed 0 --output "$out/clusters" --job-id textiles >/dev/null
+python3 - "$out/clusters/textiles/metrics.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 print(f"clustered {m['n']} images x {m['d']} features into {m['k']} clusters in {m['seconds']:.3f}s "
       f"({m['iterations']} iterations, best of {m['n_redo']} restarts)")
 print(f"ACC {m['acc']:.4f}   NMI {m['nmi']:.4f}   ARI {m['ari']:.4f}   cluster sizes {m['cluster_sizes']}")
 PY
-echo "outputs: $out/embeddings.npy, $out/labels.npy, $out/clusters/{centroids,assignments,distances,margins}.npy, $out/clusters/metrics.json"
+echo "outputs: $out/embeddings.npy, $out/labels.npy, $out/clusters/textiles/{manifest.json,assignments.parquet,centroids.npy,centroids.json,metrics.json}"

@@ -1,10 +1,13 @@
-//! `imclust cluster`: k-means on an embeddings matrix.
+//! `imclust cluster`: k-means on an embeddings matrix; the output is committed under
+//! `<output>/<job-id>/` (see `imclust_data::output`).
 
 use anyhow::{Context, Result, bail};
 use imclust_core::init::Init;
 use imclust_core::kernel::Metric;
 use imclust_core::kmeans::{self, Algorithm, Config};
 use imclust_data::npy;
+use imclust_data::output::{self, Assignments, ManifestInfo, OutputWriter};
+use imclust_data::storage::{self, Storage};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -48,9 +51,14 @@ pub struct Args {
     /// k-means|| rounds.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Output directory (created); metrics.json is written last.
+    /// Where outputs go: a local directory or an object-store URL (s3://, gs://, az://). The
+    /// job's files land under OUTPUT/JOB-ID/, manifest.json last.
     #[arg(long)]
-    out: PathBuf,
+    output: String,
+    /// The job's name under --output (default: cluster-<UTC YYYYmmdd-HHMMSS>). A job id whose
+    /// output is already committed is refused.
+    #[arg(long)]
+    job_id: Option<String>,
     /// Print every iteration to stderr.
     #[arg(long)]
     verbose: bool,
@@ -73,6 +81,11 @@ pub fn parse_init(s: &str, oversampling: f64, rounds: usize) -> Result<Init> {
 
 pub fn run(a: Args) -> Result<()> {
     let t0 = Instant::now();
+    let rt = storage::runtime()?;
+    let prefix = Storage::default().locate(&a.output)?;
+    let job_id = a.job_id.clone().unwrap_or_else(|| output::default_job_id("cluster"));
+    // Refuse a committed job before the work; nothing is written until the fit is done.
+    let mut out = rt.block_on(OutputWriter::create(prefix, &job_id))?;
     let x = npy::read_matrix_f32(&a.embeddings)?;
     let labels = match &a.labels {
         Some(p) => {
@@ -119,13 +132,6 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     let fit_s = t1.elapsed().as_secs_f64();
 
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating output directory {}", a.out.display()))?;
-    npy::write_f32(&a.out.join("centroids.npy"), &[r.k, r.d], &r.centroids)?;
-    let ids: Vec<i32> = r.assignment.clusters.iter().map(|&c| c as i32).collect();
-    npy::write_i32(&a.out.join("assignments.npy"), &[ids.len()], &ids)?;
-    npy::write_f32(&a.out.join("distances.npy"), &[ids.len()], &r.assignment.distances)?;
-    npy::write_f32(&a.out.join("margins.npy"), &[ids.len()], &r.assignment.margins)?;
-
     let mut m = serde_json::json!({
         "n": x.rows,
         "d": x.cols,
@@ -152,8 +158,53 @@ pub fn run(a: Args) -> Result<()> {
         m["nmi"] = s.nmi.into();
         m["ari"] = s.ari.into();
     }
-    let text = serde_json::to_string_pretty(&m)?;
-    imclust_data::fsutil::write_atomic(&a.out.join("metrics.json"), text.as_bytes())?;
-    println!("{text}");
+
+    let t2 = Instant::now();
+    let n = x.rows;
+    let assignments = Assignments {
+        index: (0..n as u64).collect(),
+        ids: (0..n).map(|i| i.to_string()).collect(),
+        uris: None,
+        labels: labels.map(|l| l.into_iter().map(|v| Some(i64::from(v))).collect()),
+        clusters: r.assignment.clusters,
+        distances: r.assignment.distances,
+        margins: r.assignment.margins,
+    };
+    let root = out.location().url().to_string();
+    let config_text = config_text(&a);
+    let manifest = rt
+        .block_on(async {
+            out.put_assignments(&assignments).await?;
+            out.put_centroids(r.k, r.d, &r.centroids, &r.cluster_sizes, None).await?;
+            out.put_json("metrics.json", &m).await?;
+            let timings = [("load", load_s), ("fit", fit_s), ("write", t2.elapsed().as_secs_f64())];
+            let timings = timings.into_iter().map(|(stage, s)| (stage.to_string(), s)).collect();
+            out.commit(ManifestInfo { config_text, timings }).await
+        })
+        .with_context(|| format!("writing the output of job '{job_id}' to {root}"))?;
+    println!("{}", serde_json::to_string_pretty(&m)?);
+    eprintln!("output committed: {root} ({} files and manifest.json)", manifest.files.len());
     Ok(())
+}
+
+/// The resolved arguments that determine the result (not where it goes), as the
+/// configuration text whose digest the manifest records.
+fn config_text(a: &Args) -> String {
+    let v = serde_json::json!({
+        "command": "cluster",
+        "embeddings": a.embeddings,
+        "labels": a.labels,
+        "k": a.k,
+        "init": a.init,
+        "algorithm": a.algorithm,
+        "metric": a.metric,
+        "max_iter": a.max_iter,
+        "tol": a.tol,
+        "seed": a.seed,
+        "n_redo": a.n_redo,
+        "batch_size": a.batch_size,
+        "oversampling": a.oversampling,
+        "rounds": a.rounds,
+    });
+    serde_json::to_string_pretty(&v).expect("plain JSON")
 }
