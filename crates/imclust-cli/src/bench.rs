@@ -1,6 +1,6 @@
 //! `imclust bench`: speed figures measured the same way every time.
 
-use crate::embed::{self as embed_cmd, Inputs};
+
 use anyhow::{Context, Result, bail};
 use imclust_core::fixed::FixedScale;
 use imclust_core::kernel::{self, Centroids, Metric};
@@ -222,7 +222,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
     let bundle = Bundle::load_with(&a.bundle, &rt)?;
     let digest = bundle.digest()?;
     let spec = bundle.image_spec();
-    let (mut files, _) = embed_cmd::list_images(&a.images)
+    let (mut files, _) = list_images(&a.images)
         .with_context(|| format!("listing {} (fetch the textiles with `bash scripts/fetch-textiles.sh`)", a.images.display()))?;
     if files.is_empty() {
         bail!("no images under {}", a.images.display());
@@ -288,7 +288,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
         enc.run(ready[0].view())?; // warm-up
         let cpu = CpuTicks::now();
         let t = Instant::now();
-        pipe_rows = embed_cmd::embed_all(&mut enc, &bundle, &inputs, a.batch_size)?;
+        pipe_rows = embed_all(&mut enc, &bundle, &inputs, a.batch_size)?;
         let pipe_s = t.elapsed().as_secs_f64();
         let pipe_busy = cpu.and_then(CpuTicks::others_since);
         pipe_rates.push(rate(n, pipe_s));
@@ -353,3 +353,80 @@ fn embed(a: EmbedArgs) -> Result<()> {
     }
     Ok(())
 }
+
+// The image-folder inputs of `bench embed`: the raw baseline and the pipeline read the same
+// files the same way.
+
+/// File extensions read as images.
+use imclust_data::datasets::folder::IMAGE_EXTENSIONS;
+use imclust_embed::preprocess::Record;
+use std::path::Path;
+
+/// Image files under `dir`, recursively, sorted by path relative to `dir`; also returns the
+/// other files found (never silently ignored: the caller reports them).
+pub fn list_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    fn walk(d: &Path, images: &mut Vec<PathBuf>, other: &mut Vec<PathBuf>) -> Result<()> {
+        for e in std::fs::read_dir(d).with_context(|| format!("listing {}", d.display()))? {
+            let p = e.with_context(|| format!("listing {}", d.display()))?.path();
+            if p.is_dir() {
+                walk(&p, images, other)?;
+            } else {
+                let ext = p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase);
+                if ext.is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.as_str())) {
+                    images.push(p);
+                } else if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                    other.push(p);
+                }
+            }
+        }
+        Ok(())
+    }
+    let (mut images, mut other) = (Vec::new(), Vec::new());
+    walk(dir, &mut images, &mut other)?;
+    images.sort();
+    other.sort();
+    Ok((images, other))
+}
+
+/// The inputs of a run as pipeline records, lazily read.
+pub enum Inputs {
+    Files(Vec<PathBuf>),
+}
+
+impl Inputs {
+    pub fn len(&self) -> usize {
+        match self {
+            Inputs::Files(f) => f.len(),
+        }
+    }
+
+    pub fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_> {
+        match self {
+            Inputs::Files(files) => Box::new(files.iter().map(|p| {
+                let name = p.display().to_string();
+                match std::fs::read(p) {
+                    Ok(bytes) => Record::Encoded { name, bytes },
+                    Err(e) => Record::Failed(imclust_embed::EmbedError::io(p, e)),
+                }
+            })),
+        }
+    }
+}
+
+/// Embeds every input in order; the first bad input fails the run with its error.
+pub fn embed_all(enc: &mut ImageEncoder, bundle: &Bundle, inputs: &Inputs, batch: usize) -> Result<Vec<f32>> {
+    let dim = enc.dim();
+    let mut out = vec![0.0f32; inputs.len() * dim];
+    preprocess::pipeline(inputs.records(), bundle.image_spec(), batch, 2, |b| {
+        if let Some((_, e)) = b.errors.into_iter().next() {
+            return Err(e);
+        }
+        let rows = enc.run(b.pixels.view())?;
+        for (j, &i) in b.indices.iter().enumerate() {
+            out[i * dim..(i + 1) * dim].copy_from_slice(rows.row(j).as_slice().expect("standard layout"));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+

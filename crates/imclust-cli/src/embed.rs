@@ -1,12 +1,17 @@
-//! `imclust embed`: images (a folder, or raw pixels in .npy) through a bundle's image tower.
+//! `imclust embed`: any dataset through one or more bundles' image towers, shard by shard,
+//! with the embedding cache and the bad-record policy.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use imclust_core::fusion::{self, Part};
 use imclust_embed::bundle::Bundle;
-use imclust_embed::engine::ImageEncoder;
-use imclust_embed::preprocess::{self, Record};
+use crate::dataset::DatasetArgs;
 use crate::models::RuntimeArgs;
-use imclust_embed::runtime;
+use imclust_data::bad::{self, OnBadRecord};
+use imclust_data::cache::EmbeddingCache;
+use imclust_data::npy;
+use imclust_data::shard::{DEFAULT_SHARD_SIZE, ShardPlan};
+use imclust_data::storage::Storage;
+use imclust_worker::embed::{Model, align, embed_shard};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -44,19 +49,35 @@ impl FusionArgs {
 pub struct Args {
     #[command(flatten)]
     models: FusionArgs,
-    /// A folder of images (searched recursively; rows in sorted path order).
-    #[arg(long, required_unless_present = "npy_pixels", conflicts_with = "npy_pixels")]
+    #[command(flatten)]
+    dataset: DatasetArgs,
+    /// A folder of images: the same as --dataset folder:DIR (DIR/<class>/<image>, or a flat
+    /// folder of unlabelled images).
+    #[arg(long, conflicts_with_all = ["npy_pixels", "spec"])]
     images: Option<PathBuf>,
-    /// Raw uint8 pixels, (N, H, W) or (N, H, W, C) with C = 1 or 3.
-    #[arg(long)]
+    /// Raw uint8 pixels, (N, H, W) or (N, H, W, C) with C = 1 or 3: the same as --dataset npy:X.npy.
+    #[arg(long, conflicts_with = "spec")]
     npy_pixels: Option<PathBuf>,
-    /// Output embeddings, N x dim float32 .npy.
+    /// Output embeddings, N x dim float32 .npy (a path or an object-store URL), rows in
+    /// dataset order.
     #[arg(long)]
-    out: PathBuf,
-    /// With --images: also write each image's class, the index of its top-level folder under
-    /// DIR in sorted order (int32 .npy), and the class names next to it (<file>.classes.txt).
-    #[arg(long, requires = "images")]
+    out: String,
+    /// Also write each row's class (int32 .npy, -1 where a record has no label) and the
+    /// class names next to it (<file>.classes.txt).
+    #[arg(long)]
     labels_out: Option<PathBuf>,
+    /// Embedding cache (a path or an object-store URL): shards already embedded with the
+    /// same model and preprocessing are read from it, new ones are added.
+    #[arg(long)]
+    cache: Option<String>,
+    /// fail: stop at the first unreadable or corrupt record, naming it. skip: leave bad
+    /// records out, list them in <out>.errors.jsonl and write the dataset index of every
+    /// row to <out>.index.npy.
+    #[arg(long, default_value = "fail", value_name = "fail|skip")]
+    on_bad_record: String,
+    /// Records per shard (the unit of caching and of work).
+    #[arg(long, default_value_t = DEFAULT_SHARD_SIZE)]
+    shard_size: u64,
     /// Images per inference call.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -64,163 +85,106 @@ pub struct Args {
     runtime: RuntimeArgs,
 }
 
-/// File extensions read as images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif"];
-
-/// Image files under `dir`, recursively, sorted by path relative to `dir`; also returns the
-/// other files found (never silently ignored: the caller reports them).
-pub fn list_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    fn walk(d: &Path, images: &mut Vec<PathBuf>, other: &mut Vec<PathBuf>) -> Result<()> {
-        for e in std::fs::read_dir(d).with_context(|| format!("listing {}", d.display()))? {
-            let p = e.with_context(|| format!("listing {}", d.display()))?.path();
-            if p.is_dir() {
-                walk(&p, images, other)?;
-            } else {
-                let ext = p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase);
-                if ext.is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.as_str())) {
-                    images.push(p);
-                } else if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                    other.push(p);
-                }
-            }
-        }
-        Ok(())
-    }
-    let (mut images, mut other) = (Vec::new(), Vec::new());
-    walk(dir, &mut images, &mut other)?;
-    images.sort();
-    other.sort();
-    Ok((images, other))
-}
-
-/// The inputs of a run as pipeline records, lazily read.
-pub enum Inputs {
-    Files(Vec<PathBuf>),
-    Pixels(imclust_data::npy::Pixels, String),
-}
-
-impl Inputs {
-    pub fn len(&self) -> usize {
-        match self {
-            Inputs::Files(f) => f.len(),
-            Inputs::Pixels(p, _) => p.count,
-        }
-    }
-
-    pub fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_> {
-        match self {
-            Inputs::Files(files) => Box::new(files.iter().map(|p| {
-                let name = p.display().to_string();
-                match std::fs::read(p) {
-                    Ok(bytes) => Record::Encoded { name, bytes },
-                    Err(e) => Record::Failed(imclust_embed::EmbedError::io(p, e)),
-                }
-            })),
-            Inputs::Pixels(px, file) => Box::new((0..px.count).map(move |i| Record::Pixels {
-                name: format!("{file}[{i}]"),
-                width: px.width as u32,
-                height: px.height as u32,
-                channels: px.channels as u8,
-                data: px.image(i).to_vec(),
-            })),
-        }
-    }
-}
-
-/// Embeds every input in order; the first bad input fails the run with its error.
-pub fn embed_all(enc: &mut ImageEncoder, bundle: &Bundle, inputs: &Inputs, batch: usize) -> Result<Vec<f32>> {
-    let dim = enc.dim();
-    let mut out = vec![0.0f32; inputs.len() * dim];
-    preprocess::pipeline(inputs.records(), bundle.image_spec(), batch, 2, |b| {
-        if let Some((_, e)) = b.errors.into_iter().next() {
-            return Err(e);
-        }
-        let rows = enc.run(b.pixels.view())?;
-        for (j, &i) in b.indices.iter().enumerate() {
-            out[i * dim..(i + 1) * dim].copy_from_slice(rows.row(j).as_slice().expect("standard layout"));
-        }
-        Ok(())
-    })?;
-    Ok(out)
-}
-
-/// Class of each file = its top-level folder under `dir` (sorted names); files directly in
-/// `dir` are an error, since they have no class.
-fn write_folder_labels(path: &Path, dir: &Path, files: &[PathBuf]) -> Result<()> {
-    let class_of = |f: &PathBuf| -> Result<String> {
-        let rel = f.strip_prefix(dir).expect("listed under dir");
-        match rel.components().next() {
-            Some(c) if rel.components().count() > 1 => Ok(c.as_os_str().to_string_lossy().into_owned()),
-            _ => bail!("{} is not inside a class folder of {}: --labels-out needs DIR/<class>/<image>", f.display(), dir.display()),
-        }
-    };
-    let names: Vec<String> = files.iter().map(class_of).collect::<Result<_>>()?;
-    let mut classes = names.clone();
-    classes.sort();
-    classes.dedup();
-    let ids: Vec<i32> = names.iter().map(|n| classes.binary_search(n).expect("present") as i32).collect();
-    imclust_data::npy::write_i32(path, &[ids.len()], &ids)?;
-    let mut list = path.as_os_str().to_owned();
-    list.push(".classes.txt");
-    imclust_data::fsutil::write_atomic(Path::new(&list), (classes.join("\n") + "\n").as_bytes())?;
-    eprintln!("labels: {} classes ({}) -> {}", classes.len(), classes.join(", "), path.display());
-    Ok(())
+/// `x.npy` -> `x.<suffix>` (`x.errors.jsonl`, `x.index.npy`).
+fn companion(out: &str, suffix: &str) -> String {
+    format!("{}.{suffix}", out.strip_suffix(".npy").unwrap_or(out))
 }
 
 pub fn run(a: Args) -> Result<()> {
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    let policy: OnBadRecord = a.on_bad_record.parse()?;
+    let spec = match (&a.images, &a.npy_pixels, &a.dataset.spec) {
+        (Some(dir), _, _) => a.dataset.parse(&format!("folder:{}", dir.display()))?,
+        (_, Some(p), _) => a.dataset.parse(&format!("npy:{}", p.display()))?,
+        (_, _, Some(s)) => a.dataset.parse(s)?,
+        _ => bail!("name the images: --dataset KIND:URL (or --images DIR, --npy-pixels X.npy)"),
+    };
     let rt = a.runtime.config();
-    runtime::init(&rt)?;
+    imclust_embed::runtime::init(&rt)?;
     let weights = a.models.weights()?;
-    let bundles = a.models.bundles.iter().map(|b| Bundle::load_with(b, &rt)).collect::<Result<Vec<_>, _>>()?;
-    let inputs = match (&a.images, &a.npy_pixels) {
-        (Some(dir), _) => {
-            let (images, other) = list_images(dir)?;
-            if !other.is_empty() {
-                eprintln!(
-                    "note: {} file(s) under {} are not images ({}) and were not embedded, e.g. {}",
-                    other.len(),
-                    dir.display(),
-                    IMAGE_EXTENSIONS.join(", "),
-                    other[0].display()
-                );
-            }
-            if images.is_empty() {
-                bail!("no images ({}) under {}", IMAGE_EXTENSIONS.join(", "), dir.display());
-            }
-            Inputs::Files(images)
-        }
-        (None, Some(p)) => Inputs::Pixels(imclust_data::npy::read_pixels(p)?, p.display().to_string()),
-        (None, None) => unreachable!("clap requires --images or --npy-pixels"),
-    };
-    if let (Some(path), Some(dir), Inputs::Files(files)) = (&a.labels_out, &a.images, &inputs) {
-        write_folder_labels(path, dir, files)?;
-    }
-    let n = inputs.len();
+    let aio = imclust_data::storage::runtime()?;
+    let storage = Storage::default();
+    let out = storage.locate(&a.out)?;
+    let cache = a.cache.as_deref().map(|c| storage.locate(c).map(EmbeddingCache::new)).transpose()?;
     let t = Instant::now();
-    let mut parts = Vec::with_capacity(bundles.len());
-    for (bundle, &weight) in bundles.iter().zip(&weights) {
-        let mut enc = ImageEncoder::new(bundle, &rt)?;
-        let rows = embed_all(&mut enc, bundle, &inputs, a.batch_size)?;
-        eprintln!("'{}' (digest {}): {n} x {}", bundle.name(), &bundle.digest()?[..12], enc.dim());
-        parts.push((rows, Part { dim: enc.dim(), weight }));
+    let ds = crate::dataset::open(&aio, &spec)?;
+    for n in ds.notes() {
+        eprintln!("note: {n}");
     }
-    let (rows, dim) = if parts.len() == 1 {
-        let (rows, part) = parts.pop().expect("one part");
-        (rows, part.dim)
-    } else {
-        let refs: Vec<(&[f32], Part)> = parts.iter().map(|(r, p)| (r.as_slice(), *p)).collect();
-        (fusion::fuse_rows(&refs, n), parts.iter().map(|(_, p)| p.dim).sum())
-    };
+    if ds.is_empty() {
+        bail!("{spec} has no records");
+    }
+    let plan = ShardPlan::new(ds.len(), a.shard_size, ds.fingerprint())?;
+    let mut models = a
+        .models
+        .bundles
+        .iter()
+        .map(|b| Ok(Model::new(Bundle::load_with(b, &rt)?, &rt, a.batch_size)?))
+        .collect::<Result<Vec<_>>>()?;
+    let parts: Vec<Part> = models.iter().zip(&weights).map(|(m, &weight)| Part { dim: m.dim(), weight }).collect();
+    let dim: usize = parts.iter().map(|p| p.dim).sum();
+    let n = ds.len() as usize;
+    let mut rows: Vec<f32> = Vec::with_capacity(n * dim);
+    let mut indices: Vec<i64> = Vec::with_capacity(n);
+    let mut labels: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut bad = Vec::new();
+    let (mut hits, mut misses) = (0usize, 0usize);
+    for shard in &plan.shards {
+        let embedded = embed_shard(aio.handle(), ds.as_ref(), shard, &mut models, cache.as_ref(), policy)?;
+        for e in &embedded {
+            if e.cached { hits += 1 } else { misses += 1 }
+        }
+        let aligned = align(embedded.into_iter().map(|e| e.rows).collect());
+        if aligned.rows.len() == 1 {
+            rows.extend_from_slice(&aligned.rows[0]);
+        } else {
+            let refs: Vec<(&[f32], Part)> = aligned.rows.iter().map(|r| r.as_slice()).zip(parts.iter().copied()).collect();
+            rows.extend(fusion::fuse_rows(&refs, aligned.indices.len()));
+        }
+        indices.extend(aligned.indices.iter().map(|&i| i as i64));
+        labels.extend(aligned.labels);
+        bad.extend(aligned.bad);
+    }
     let secs = t.elapsed().as_secs_f64();
-    imclust_data::npy::write_f32(&a.out, &[n, dim], &rows)?;
+    let kept = indices.len();
+    if kept == 0 {
+        bail!("every record of {spec} is bad ({} listed in the errors); nothing to write", bad.len());
+    }
+    let bytes = npy::encode_f32(&[kept, dim], &rows).map_err(|r| anyhow::anyhow!("{r}"))?;
+    if policy == OnBadRecord::Skip {
+        let errors = storage.locate(&companion(&a.out, "errors.jsonl"))?;
+        aio.block_on(errors.put(bad::to_jsonl(&bad).into()))?;
+        let index = storage.locate(&companion(&a.out, "index.npy"))?;
+        let ib = npy::encode_i64(&[kept], &indices).map_err(|r| anyhow::anyhow!("{r}"))?;
+        aio.block_on(index.put(ib.into()))?;
+        if !bad.is_empty() {
+            eprintln!("skipped {} bad record(s), listed in {} (first: record {} {}: {})", bad.len(), errors.url(), bad[0].index, bad[0].id, bad[0].reason);
+        }
+    }
+    if let Some(path) = &a.labels_out {
+        let Some(classes) = ds.class_names() else {
+            bail!("--labels-out: {spec} has no labels");
+        };
+        let ids: Vec<i32> = labels.iter().map(|l| l.map_or(-1, |v| v as i32)).collect();
+        npy::write_i32(path, &[ids.len()], &ids)?;
+        let mut list = path.as_os_str().to_owned();
+        list.push(".classes.txt");
+        imclust_data::fsutil::write_atomic(Path::new(&list), (classes.join("\n") + "\n").as_bytes())?;
+        eprintln!("labels: {} classes -> {}", classes.len(), path.display());
+    }
+    // The embeddings last: a reader that sees them sees their companions too.
+    aio.block_on(out.put(bytes.into()))?;
+    let invocations: u64 = models.iter().map(|m| m.encoder.invocations).sum();
     println!(
-        "embedded {n} images with {} model(s) -> {} ({n} x {dim}, float32) in {secs:.2}s ({:.1} images/s)",
-        bundles.len(),
-        a.out.display(),
-        n as f64 / secs
+        "embedded {kept} of {n} records of {spec} with {} model(s) -> {} ({kept} x {dim}, float32) in {secs:.2}s ({:.1} records/s); \
+         {} shard(s), cache hits {hits}, misses {misses}, model invocations {invocations}, bad records {}",
+        models.len(),
+        out.url(),
+        n as f64 / secs,
+        plan.shards.len(),
+        bad.len()
     );
     Ok(())
 }

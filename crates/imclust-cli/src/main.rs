@@ -2,6 +2,7 @@
 
 mod bench;
 mod cluster;
+mod dataset;
 mod embed;
 mod eval;
 mod models;
@@ -21,8 +22,12 @@ struct Cli {
 enum Command {
     /// k-means on an embeddings matrix (.npy, float32 or float16, N x D).
     Cluster(cluster::Args),
-    /// Embeds images (a folder, or raw pixels in .npy) with a bundle's image tower.
+    /// Embeds a dataset (CIFAR, STL-10, IDX, image folders, MIT Indoor-67, manifests, npy
+    /// pixels) with one or more bundles' image towers.
     Embed(embed::Args),
+    /// Datasets: size, classes, label counts, fingerprint.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
     /// Scores assignments against labels: ACC (Hungarian), NMI, ARI as JSON.
     Eval(eval::Args),
     /// Seed centroids from text prompts ("a photo of a {}.") through a dual-encoder bundle.
@@ -40,6 +45,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cluster(a) => cluster::run(a),
         Command::Embed(a) => embed::run(a),
+        Command::Dataset(c) => dataset::run(c),
         Command::Eval(a) => eval::run(a),
         Command::Bench(b) => bench::run(b),
         Command::Models(m) => models::run(m),

@@ -286,30 +286,27 @@ impl Location {
 
     fn error(&self, e: object_store::Error, what: &str) -> DataError {
         use object_store::Error as E;
-        let reason = match &e {
-            E::NotFound { .. } => format!(
-                "{what}: not found. Check the path, the bucket or container name, and that the object exists ({})",
-                root_cause(&e)
-            ),
-            E::PermissionDenied { .. } | E::Unauthenticated { .. } => format!(
+        // object_store reports some failures (a failed list, a failed multipart start) as
+        // generic errors, so the server's own words decide as well as the variant.
+        let cause = root_cause(&e);
+        let has = |words: &[&str]| words.iter().any(|w| cause.contains(w));
+        let reason = if has(&["NoSuchBucket", "ContainerNotFound", "bucket does not exist"]) {
+            format!("{what}: the bucket does not exist: create it first (imclust never creates buckets) ({cause})")
+        } else if matches!(e, E::NotFound { .. }) {
+            format!("{what}: not found. Check the path, the bucket or container name, and that the object exists ({cause})")
+        } else if matches!(e, E::PermissionDenied { .. } | E::Unauthenticated { .. })
+            || has(&["403 Forbidden", "401 Unauthorized", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "NotSignedUp"])
+        {
+            format!(
                 "{what}: access denied. Check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, \
-                 GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_*) and the bucket policy ({})",
-                root_cause(&e)
-            ),
-            E::NotSupported { .. } | E::NotImplemented { .. } => {
-                format!("{what}: not supported by this store (http(s):// is read-only) ({})", root_cause(&e))
-            }
-            _ => {
-                let cause = root_cause(&e);
-                let hint = if cause.contains("NoSuchBucket") || cause.contains("bucket does not exist") {
-                    "the bucket does not exist: create it first (imclust never creates buckets)"
-                } else if cause.contains("connect") || cause.contains("dns") || cause.contains("timed out") || cause.contains("Connection refused") {
-                    "the endpoint is unreachable: check the endpoint URL, the network and proxies"
-                } else {
-                    "see the cause"
-                };
-                format!("{what}: {hint} ({cause})")
-            }
+                 GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_*) and the bucket policy ({cause})"
+            )
+        } else if matches!(e, E::NotSupported { .. } | E::NotImplemented { .. }) {
+            format!("{what}: not supported by this store (http(s):// is read-only) ({cause})")
+        } else if has(&["connect", "dns", "timed out", "Connection refused"]) {
+            format!("{what}: the endpoint is unreachable: check the endpoint URL, the network and proxies ({cause})")
+        } else {
+            format!("{what}: {cause}")
         };
         DataError::storage(&self.url, reason)
     }

@@ -149,7 +149,7 @@ async fn missing_bucket_is_named() {
 /// What the messages should say; HEAD responses have no body, so `head` cannot tell a
 /// missing bucket from a missing key without a HeadBucket request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs storage.rs to recognise NoSuchBucket in NotFound errors"]
+
 async fn missing_bucket_says_so() {
     let s3 = S3Server::start();
     for (what, e) in missing_bucket_errors(&s3).await.iter().filter(|(what, _)| *what != "head") {
@@ -191,7 +191,7 @@ async fn wrong_secret_is_access_denied_without_the_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs storage.rs to map a 403 in a list (object_store Generic error) to access denied"]
+
 async fn wrong_secret_list_is_access_denied() {
     let s3 = S3Server::start();
     s3.create_bucket("data");

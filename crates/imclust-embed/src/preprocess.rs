@@ -65,6 +65,10 @@ impl ImageSpec {
 // Decoding
 // ---------------------------------------------------------------------------------------------
 
+/// Version of the preprocessing code (decode, resize, normalise): part of embedding-cache
+/// keys, bumped whenever the same image and spec could give different tensors.
+pub const PREPROCESS_VERSION: u32 = 1;
+
 const SKIP_ADVICE: &str = "set on_bad_record = \"skip\" to leave such images out";
 
 fn image_err(name: &str, reason: impl Into<String>) -> EmbedError {
