@@ -60,7 +60,7 @@ fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
     let e = tmp.path().join("e.npy");
     let yl = tmp.path().join("yl.npy");
     let out = ok(&["embed", "--bundle", s(&bundle), "--images", s(&images), "--out", s(&e), "--batch-size", "5", "--labels-out", s(&yl)]);
-    assert!(out.contains("embedded 48 images"), "{out}");
+    assert!(out.contains("embedded 48 of 48 records"), "{out}");
     // Folder labels: the classes in sorted folder order.
     assert_eq!(imclust_data::npy::read_labels(&yl).unwrap(), labels.iter().map(|&v| v as i64).collect::<Vec<_>>());
     assert_eq!(std::fs::read_to_string(tmp.path().join("yl.npy.classes.txt")).unwrap(), "blue\ncyan\ngreen\nmagenta\nred\nyellow\n");
@@ -80,13 +80,14 @@ fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
 
     // Zero-shot (seeds, no iteration) is exact; so is seeded k-means, cluster c = class c.
     let init = format!("seeds:{}", seeds.display());
+    let clusters = tmp.path().join("clusters");
     for (max_iter, dir) in [("0", "zero-shot"), ("100", "kmeans")] {
-        let d = tmp.path().join(dir);
         ok(&["cluster", "--embeddings", s(&e), "--labels", s(&y), "--k", "6", "--init", &init, "--metric", "cosine",
-            "--max-iter", max_iter, "--out", s(&d)]);
+            "--max-iter", max_iter, "--output", s(&clusters), "--job-id", dir]);
+        let d = clusters.join(dir);
         assert_eq!(json(&d.join("metrics.json"))["acc"], 1.0, "{dir}");
-        let a = imclust_data::npy::read_labels(&d.join("assignments.npy")).unwrap();
-        assert_eq!(a, labels.iter().map(|&v| v as i64).collect::<Vec<_>>(), "{dir}");
+        let a = imclust_data::output::read_assignments(std::fs::read(d.join("assignments.parquet")).unwrap().into()).unwrap();
+        assert_eq!(a.clusters, labels.iter().map(|&v| v as u32).collect::<Vec<_>>(), "{dir}");
     }
 
     // Fusing the toy model with itself (weights 1 and 0.5) concatenates normalised parts.
@@ -105,10 +106,9 @@ fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
         &classes.join(","), "--template", "a photo of a {} thing.", "--out", s(&fs)]);
     let fsm = imclust_data::npy::read_matrix_f32(&fs).unwrap();
     assert_eq!((fsm.rows, fsm.cols), (6, 16));
-    let d = tmp.path().join("fused-zero-shot");
     ok(&["cluster", "--embeddings", s(&f), "--labels", s(&y), "--k", "6", "--init", &format!("seeds:{}", fs.display()),
-        "--metric", "cosine", "--max-iter", "0", "--out", s(&d)]);
-    assert_eq!(json(&d.join("metrics.json"))["acc"], 1.0);
+        "--metric", "cosine", "--max-iter", "0", "--output", s(&clusters), "--job-id", "fused-zero-shot"]);
+    assert_eq!(json(&clusters.join("fused-zero-shot/metrics.json"))["acc"], 1.0);
 
     // Raw pixels go through the same preprocessing: a (6, 32, 32, 3) array of the pure colours.
     let px = tmp.path().join("px.npy");
@@ -121,12 +121,11 @@ fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
     std::fs::write(&px, bytes).unwrap();
     let ep = tmp.path().join("ep.npy");
     ok(&["embed", "--bundle", s(&bundle), "--npy-pixels", s(&px), "--out", s(&ep)]);
-    let d = tmp.path().join("px-zero-shot");
     let y6 = tmp.path().join("y6.npy");
     write_labels(&y6, &[0, 1, 2, 3, 4, 5]);
     ok(&["cluster", "--embeddings", s(&ep), "--labels", s(&y6), "--k", "6", "--init", &init, "--metric", "cosine",
-        "--max-iter", "0", "--out", s(&d)]);
-    assert_eq!(json(&d.join("metrics.json"))["acc"], 1.0);
+        "--max-iter", "0", "--output", s(&clusters), "--job-id", "px-zero-shot"]);
+    assert_eq!(json(&clusters.join("px-zero-shot/metrics.json"))["acc"], 1.0);
 
     // Bad input: a corrupt image fails the run naming it and writes nothing.
     std::fs::write(images.join("red").join("999.png"), b"not a png").unwrap();

@@ -289,7 +289,7 @@ impl OutputWriter {
             }
         }
         let rel = format!("embeddings/{model}/{shard}.npy");
-        if dim == 0 || rows.len() % dim != 0 {
+        if dim == 0 || !rows.len().is_multiple_of(dim) {
             return Err(self.npy_error(&rel, format!("{} values do not make rows of {dim}", rows.len())));
         }
         let shape = [rows.len() / dim, dim];
