@@ -143,6 +143,19 @@ impl Storage {
 
     fn local(&self, url: &str, path: std::path::PathBuf) -> Result<Location> {
         let abs = std::path::absolute(&path).map_err(|e| DataError::io(&path, e))?;
+        // Object paths have no `.` or `..` segments: resolve them lexically (the path may
+        // not exist yet, e.g. an output prefix).
+        let mut clean = std::path::PathBuf::new();
+        for c in abs.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                std::path::Component::CurDir => {}
+                c => clean.push(c),
+            }
+        }
+        let abs = clean;
         let op = ObjectPath::from_absolute_path(&abs)
             .map_err(|e| DataError::storage(url, format!("not a usable local path ({e})")))?;
         let store = self.cached("file://", || Ok(Arc::new(object_store::local::LocalFileSystem::new()) as _))?;
@@ -472,6 +485,8 @@ mod tests {
         let e = root.join("nope.bin").get().await.unwrap_err().to_string();
         assert!(e.contains("nope.bin") && e.contains("not found"), "{e}");
         // file:// URLs reach the same files.
+        let dotted = format!("{}/a/../a/./x.bin", dir.path().display());
+        assert_eq!(&s.locate(&dotted).unwrap().get().await.unwrap()[..], b"0123456789");
         let url = format!("file://{}/a/x.bin", dir.path().display());
         assert_eq!(&s.locate(&url).unwrap().get().await.unwrap()[..], b"0123456789");
     }
