@@ -45,7 +45,7 @@ pub enum DatasetCommand {
 pub struct InfoArgs {
     /// The dataset, KIND:URL (see `imclust embed --help`).
     #[arg(value_name = "KIND:URL")]
-    spec: String,
+    name: String,
     #[command(flatten)]
     dataset: DatasetArgs,
     /// Records per shard, for the shard plan shown.
@@ -61,7 +61,7 @@ pub fn run(c: DatasetCommand) -> Result<()> {
     if a.dataset.spec.is_some() {
         anyhow::bail!("give the dataset once, as the argument (imclust dataset info KIND:URL)");
     }
-    let spec = a.dataset.parse(&a.spec)?;
+    let spec = a.dataset.parse(&a.name)?;
     let rt = imclust_data::storage::runtime()?;
     let ds = open(&rt, &spec)?;
     let labels = rt.block_on(ds.labels())?;
