@@ -65,7 +65,7 @@ pub fn run(c: DatasetCommand) -> Result<()> {
     let rt = imclust_data::storage::runtime()?;
     let ds = open(&rt, &spec)?;
     let labels = rt.block_on(ds.labels())?;
-    let plan = ShardPlan::new(ds.len(), a.shard_size, ds.fingerprint())?;
+    let plan = ShardPlan::for_dataset(ds.as_ref(), a.shard_size)?;
     let classes = ds.class_names().map(<[String]>::to_vec);
     let mut counts: Option<Vec<u64>> = None;
     let mut unlabelled = 0u64;

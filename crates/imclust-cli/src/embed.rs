@@ -116,7 +116,7 @@ pub fn run(a: Args) -> Result<()> {
     if ds.is_empty() {
         bail!("{spec} has no records");
     }
-    let plan = ShardPlan::new(ds.len(), a.shard_size, ds.fingerprint())?;
+    let plan = ShardPlan::for_dataset(ds.as_ref(), a.shard_size)?;
     let mut models = a
         .models
         .bundles

@@ -168,6 +168,17 @@ pub trait Dataset: Send + Sync {
     /// A digest of everything the records depend on: the URLs, sizes and versions (ETag or
     /// modification time) of the files read, the kind and the split.
     fn fingerprint(&self) -> &str;
+    /// The fingerprint of records `range`: what a cache entry of those records is keyed by.
+    /// The default derives it from the whole dataset's fingerprint; formats that know each
+    /// record's source (folders) override it so that changing one file invalidates only the
+    /// shards that hold it.
+    fn shard_fingerprint(&self, range: Range<u64>) -> String {
+        let mut h = Sha256::new();
+        h.update(self.fingerprint().as_bytes());
+        h.update(range.start.to_le_bytes());
+        h.update(range.end.to_le_bytes());
+        hex::encode(h.finalize())
+    }
     /// Things a user should know about the dataset that are not errors (files that are not
     /// records, fallbacks taken), one line each.
     fn notes(&self) -> Vec<String> {

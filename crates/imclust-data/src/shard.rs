@@ -49,6 +49,16 @@ pub struct ShardPlan {
 }
 
 impl ShardPlan {
+    /// The plan of a dataset, each shard fingerprinted by the dataset
+    /// ([`Dataset::shard_fingerprint`](crate::dataset::Dataset::shard_fingerprint)).
+    pub fn for_dataset(ds: &dyn crate::dataset::Dataset, shard_size: u64) -> Result<ShardPlan> {
+        let mut plan = ShardPlan::new(ds.len(), shard_size, ds.fingerprint())?;
+        for s in &mut plan.shards {
+            s.fingerprint = ds.shard_fingerprint(s.range());
+        }
+        Ok(plan)
+    }
+
     pub fn new(records: u64, shard_size: u64, dataset_fingerprint: &str) -> Result<ShardPlan> {
         if shard_size == 0 {
             return Err(DataError::invalid("shard size 0", "a shard must hold at least one record"));

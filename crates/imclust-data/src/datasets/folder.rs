@@ -31,6 +31,7 @@ fn is_hidden(rel: &str) -> bool {
 #[derive(Clone, Debug)]
 struct Entry {
     rel: String,
+    meta: Option<ObjectMeta>,
     label: Option<i64>,
     bad: Option<String>,
 }
@@ -60,6 +61,7 @@ impl Folder {
     fn open_folder(spec: DatasetSpec, root: Location, listing: Vec<(String, ObjectMeta)>) -> Result<Self> {
         let mut fp = Fingerprint::new(&spec);
         let (mut images, mut other) = (Vec::new(), Vec::new());
+        let mut metas = std::collections::HashMap::new();
         for (rel, meta) in &listing {
             if is_hidden(rel) {
                 continue;
@@ -67,6 +69,7 @@ impl Folder {
             if is_image(rel) {
                 fp.add(rel, meta);
                 images.push(rel.clone());
+                metas.insert(rel.clone(), meta.clone());
             } else {
                 other.push(rel.clone());
             }
@@ -80,7 +83,7 @@ impl Folder {
         let flat: Vec<&String> = images.iter().filter(|r| !r.contains('/')).collect();
         let (entries, classes) = if flat.len() == images.len() {
             // A flat folder: unlabelled.
-            (images.into_iter().map(|rel| Entry { rel, label: None, bad: None }).collect(), None)
+            (images.into_iter().map(|rel| Entry { meta: metas.remove(&rel), rel, label: None, bad: None }).collect(), None)
         } else if !flat.is_empty() {
             return Err(DataError::invalid(
                 root.url(),
@@ -101,7 +104,7 @@ impl Folder {
                 .into_iter()
                 .map(|rel| {
                     let label = classes.binary_search(&class_of(&rel)).expect("class listed") as i64;
-                    Entry { rel, label: Some(label), bad: None }
+                    Entry { meta: metas.remove(&rel), rel, label: Some(label), bad: None }
                 })
                 .collect();
             (entries, Some(classes))
@@ -113,11 +116,13 @@ impl Folder {
         let mut fp = Fingerprint::new(&spec);
         let mut images = Vec::new();
         let mut other = Vec::new();
+        let mut metas = std::collections::HashMap::new();
         for (rel, meta) in &listing {
             match rel.strip_prefix("Images/") {
                 Some(r) if is_image(r) && r.contains('/') && !is_hidden(r) => {
                     fp.add(rel, meta);
                     images.push(r.to_string());
+                    metas.insert(r.to_string(), meta.clone());
                 }
                 _ if rel == "TrainImages.txt" || rel == "TestImages.txt" || is_hidden(rel) => {}
                 _ => other.push(rel.clone()),
@@ -135,7 +140,7 @@ impl Folder {
         let label_of = |rel: &str| rel.split_once('/').and_then(|(c, _)| classes.binary_search(&c.to_string()).ok());
         let split = spec.split()?.unwrap_or("all");
         let entries: Vec<Entry> = if split == "all" {
-            images.iter().map(|rel| Entry { rel: rel.clone(), label: label_of(rel).map(|l| l as i64), bad: None }).collect()
+            images.iter().map(|rel| Entry { rel: rel.clone(), meta: metas.get(rel).cloned(), label: label_of(rel).map(|l| l as i64), bad: None }).collect()
         } else {
             let list_name = if split == "train" { "TrainImages.txt" } else { "TestImages.txt" };
             let list = root.join(list_name);
@@ -158,7 +163,7 @@ impl Folder {
                     } else {
                         None
                     };
-                    Entry { label: label.map(|l| l as i64), bad, rel }
+                    Entry { label: label.map(|l| l as i64), bad, meta: metas.get(&rel).cloned(), rel }
                 })
                 .collect()
         };
@@ -188,6 +193,22 @@ impl Dataset for Folder {
 
     fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The shard's own files (path, size, version, class, list-file verdict) and the class
+    /// list: adding or changing one image re-embeds only the shards whose records changed.
+    fn shard_fingerprint(&self, range: Range<u64>) -> String {
+        let mut fp = Fingerprint::new(&self.spec);
+        fp.add_bytes(self.classes.as_ref().map(|c| c.join("\n")).unwrap_or_default().as_bytes());
+        let end = range.end.min(self.len());
+        for e in &self.entries[range.start.min(end) as usize..end as usize] {
+            match &e.meta {
+                Some(m) => fp.add(&e.rel, m),
+                None => fp.add_bytes(e.rel.as_bytes()),
+            };
+            fp.add_bytes(format!("{:?} {:?}", e.label, e.bad).as_bytes());
+        }
+        fp.finish()
     }
 
     fn notes(&self) -> Vec<String> {
