@@ -246,3 +246,47 @@ fn server_works_from_sync_code_and_stops_on_drop() {
     let addr = endpoint.trim_start_matches("http://");
     assert!(std::net::TcpStream::connect(addr).is_err(), "{endpoint} still accepts connections");
 }
+
+/// A job output on S3 with an embedding shard above the multipart threshold: uploaded in
+/// parts, invisible to readers until the manifest is committed, then verified byte-exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_job_output_goes_up_in_parts_and_commits_last() {
+    use imclust_data::output::{Assignments, ManifestInfo, OutputReader, OutputWriter};
+    let s3 = S3Server::start();
+    s3.create_bucket("out");
+    let storage = Storage::new(s3.storage_options());
+    let prefix = storage.locate("s3://out/jobs").unwrap();
+    let mut w = OutputWriter::create(prefix.clone(), "big").await.unwrap();
+    let (rows, dim) = (4500usize, 1024usize);
+    let data: Vec<f32> = (0..rows * dim).map(|i| ((i * 7919) % 10007) as f32 / 10007.0).collect();
+    assert!(rows * dim * 4 > MULTIPART_THRESHOLD);
+    w.put_embedding_shard("open-nsfw", "shard-00000", &data, dim, false).await.unwrap();
+    let a = Assignments {
+        index: (0..rows as u64).collect(),
+        ids: (0..rows).map(|i| format!("s3://data/img/{i}.jpg")).collect(),
+        uris: None,
+        labels: None,
+        clusters: (0..rows as u32).map(|i| i % 7).collect(),
+        distances: vec![0.5; rows],
+        margins: vec![0.25; rows],
+    };
+    w.put_assignments(&a).await.unwrap();
+    let job = w.location().clone();
+    // Not committed yet: a reader refuses the prefix.
+    let e = OutputReader::open(job.clone()).await.err().unwrap().to_string();
+    assert!(e.contains("manifest.json"), "{e}");
+    w.commit(ManifestInfo::default()).await.unwrap();
+    let r = OutputReader::open(job.clone()).await.unwrap();
+    r.verify().await.unwrap();
+    let shard = r.file("embeddings/open-nsfw/shard-00000.npy").await.unwrap();
+    let m = imclust_data::npy::read_matrix_f32_bytes("shard", &shard).unwrap();
+    assert_eq!((m.rows, m.cols), (rows, dim));
+    assert!(m.data == data);
+    assert_eq!(r.assignments().await.unwrap().clusters, a.clusters);
+    // The server holds the shard as a multipart object (its ETag counts the parts).
+    let etag = job.join("embeddings/open-nsfw/shard-00000.npy").head().await.unwrap().version;
+    assert!(etag.trim_matches('"').ends_with(&format!("-{}", (rows * dim * 4 + 128).div_ceil(PART_SIZE))), "{etag}");
+    // A committed job is never overwritten.
+    let e = OutputWriter::create(prefix, "big").await.err().unwrap().to_string();
+    assert!(e.contains("big") && e.contains("manifest.json"), "{e}");
+}
