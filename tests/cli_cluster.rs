@@ -68,6 +68,10 @@ fn digits_inertia_matches_scikit_learn_and_eval_agrees_with_it() {
         let a = out.path().join(format!("clusters-{seed}.npy"));
         imclust_data::npy::write_i32(&a, &[ids.len()], &ids).unwrap();
         let ours: serde_json::Value = serde_json::from_str(&ok(&["eval", "--assignments", s(&a), "--labels", s(&y)])).unwrap();
+        // eval reads the committed assignments.parquet as well.
+        let parquet = out.path().join(seed).join("assignments.parquet");
+        let from_parquet: serde_json::Value = serde_json::from_str(&ok(&["eval", "--assignments", s(&parquet), "--labels", s(&y)])).unwrap();
+        assert_eq!(from_parquet, ours);
         let script = "import sys, json, numpy as np\n\
             from sklearn.metrics import normalized_mutual_info_score as nmi, adjusted_rand_score as ari\n\
             from sklearn.metrics.cluster import contingency_matrix\n\

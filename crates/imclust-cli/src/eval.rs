@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Cluster ids, one per row (.npy, integer).
+    /// Cluster ids, one per row: an integer .npy, or the assignments.parquet of a committed
+    /// output (its `cluster` column, rows in `index` order).
     #[arg(long)]
     assignments: PathBuf,
     /// True class ids, one per row (.npy, integer).
@@ -14,7 +15,15 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let assignments = read_ids(&a.assignments, "assignments")?;
+    let assignments = if a.assignments.extension().is_some_and(|e| e == "parquet") {
+        let bytes = std::fs::read(&a.assignments).with_context(|| format!("reading {}", a.assignments.display()))?;
+        let t = imclust_data::output::read_assignments(bytes.into())?;
+        let mut rows: Vec<(u64, u32)> = t.index.iter().copied().zip(t.clusters.iter().copied()).collect();
+        rows.sort_unstable();
+        rows.into_iter().map(|(_, c)| c).collect()
+    } else {
+        read_ids(&a.assignments, "assignments")?
+    };
     let labels = read_ids(&a.labels, "labels")?;
     if assignments.len() != labels.len() {
         bail!(
