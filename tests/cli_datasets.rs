@@ -298,3 +298,47 @@ fn dataset_output_and_cache_on_s3() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("access denied") && !err.contains("wrong-secret-123") && !err.contains(&server.secret_key), "{err}");
 }
+
+/// A manifest served over plain HTTP (read-only storage), its images too.
+#[test]
+fn a_manifest_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let bundle = toy_bundle(t);
+    let (classes, imgs) = textile_pixels(2);
+    let mut manifest = String::new();
+    for (i, (l, p)) in imgs.iter().enumerate() {
+        let rel = format!("img/{}/{i}.png", classes[*l as usize]);
+        png(&t.join("www").join(&rel), p);
+        manifest.push_str(&format!("{{\"uri\": \"{rel}\", \"label\": \"{}\"}}\n", classes[*l as usize]));
+    }
+    std::fs::write(t.join("www/m.jsonl"), manifest).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new(python())
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory", s(&t.join("www"))])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the HTTP server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/m.jsonl");
+    let info = run(&["dataset", "info", &format!("manifest:{url}"), "--json"]);
+    let remote = t.join("remote.npy");
+    let embedded = run(&["embed", "--bundle", s(&bundle), "--dataset", &format!("manifest:{url}"), "--out", s(&remote)]);
+    let refused = run(&["embed", "--bundle", s(&bundle), "--dataset", &format!("manifest:{url}"), "--out", &format!("http://127.0.0.1:{port}/e.npy")]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(info.status.success(), "{}", String::from_utf8_lossy(&info.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!((j["records"].as_u64(), j["label_counts"].clone()), (Some(6), serde_json::json!([2, 2, 2])));
+    assert!(embedded.status.success(), "{}", String::from_utf8_lossy(&embedded.stderr));
+    let local = t.join("local.npy");
+    ok(&["embed", "--bundle", s(&bundle), "--dataset", &format!("manifest:{}", t.join("www/m.jsonl").display()), "--out", s(&local)]);
+    assert_eq!(std::fs::read(&remote).unwrap(), std::fs::read(&local).unwrap());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("read-only"), "{err}");
+}

@@ -107,7 +107,15 @@ pub fn run(a: Args) -> Result<()> {
     let aio = imclust_data::storage::runtime()?;
     let storage = Storage::default();
     let out = storage.locate(&a.out)?;
-    let cache = a.cache.as_deref().map(|c| storage.locate(c).map(EmbeddingCache::new)).transpose()?;
+    out.check_writable()?;
+    let cache = match a.cache.as_deref() {
+        Some(c) => {
+            let loc = storage.locate(c)?;
+            loc.check_writable()?;
+            Some(EmbeddingCache::new(loc))
+        }
+        None => None,
+    };
     let t = Instant::now();
     let ds = crate::dataset::open(&aio, &spec)?;
     for n in ds.notes() {

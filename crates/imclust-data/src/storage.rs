@@ -91,6 +91,8 @@ pub struct Location {
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
     local: Option<std::path::PathBuf>,
+    /// http(s):// locations are read-only.
+    read_only: bool,
 }
 
 fn install_crypto_provider() {
@@ -133,7 +135,7 @@ impl Storage {
                 let store = self.store(scheme, bucket, url)?;
                 let path = ObjectPath::parse(key.trim_end_matches('/'))
                     .map_err(|e| err(format!("invalid object key '{key}' ({e})")))?;
-                Ok(Location { url: url.to_string(), store, path, local: None })
+                Ok(Location { url: url.to_string(), store, path, local: None, read_only: scheme.starts_with("http") })
             }
             other => Err(err(format!(
                 "unknown URL scheme '{other}': use a local path, file://, s3://, gs://, az:// or http(s)://"
@@ -159,7 +161,7 @@ impl Storage {
         let op = ObjectPath::from_absolute_path(&abs)
             .map_err(|e| DataError::storage(url, format!("not a usable local path ({e})")))?;
         let store = self.cached("file://", || Ok(Arc::new(object_store::local::LocalFileSystem::new()) as _))?;
-        Ok(Location { url: url.to_string(), store, path: op, local: Some(abs) })
+        Ok(Location { url: url.to_string(), store, path: op, local: Some(abs), read_only: false })
     }
 
     fn cached(&self, key: &str, make: impl FnOnce() -> Result<Arc<dyn ObjectStore>>) -> Result<Arc<dyn ObjectStore>> {
@@ -275,6 +277,7 @@ impl Location {
             store: self.store.clone(),
             path,
             local: self.local.as_ref().map(|p| p.join(rel)),
+            read_only: self.read_only,
         }
     }
 
@@ -289,7 +292,13 @@ impl Location {
             Some(dir) if !file.is_empty() => format!("{dir}{name}"),
             _ => format!("{}/{name}", self.url.trim_end_matches('/')),
         };
-        Location { url, store: self.store.clone(), path, local: self.local.as_ref().map(|p| p.with_file_name(name)) }
+        Location {
+            url,
+            store: self.store.clone(),
+            path,
+            local: self.local.as_ref().map(|p| p.with_file_name(name)),
+            read_only: self.read_only,
+        }
     }
 
     /// The last segment of the path ("" at a bucket root).
@@ -322,6 +331,14 @@ impl Location {
             format!("{what}: {cause}")
         };
         DataError::storage(&self.url, reason)
+    }
+
+    /// An error unless this location can be written (http(s):// is read-only).
+    pub fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(DataError::storage(&self.url, "http(s):// URLs are read-only: write outputs and caches to a path or an s3://, gs:// or az:// URL"));
+        }
+        Ok(())
     }
 
     /// The whole object.
@@ -401,6 +418,7 @@ impl Location {
     /// whole or not at all (S3 completes a multipart upload atomically, local files are
     /// written under a temporary name and renamed).
     pub async fn put(&self, bytes: Bytes) -> Result<()> {
+        self.check_writable()?;
         if bytes.len() < MULTIPART_THRESHOLD {
             self.store
                 .put(&self.path, PutPayload::from(bytes))
@@ -419,6 +437,7 @@ impl Location {
     }
 
     pub async fn delete(&self) -> Result<()> {
+        self.check_writable()?;
         match self.store.delete(&self.path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error(e, "deleting")),
@@ -498,6 +517,15 @@ mod tests {
         assert!(e.contains("ftp://host/x") && e.contains("unknown URL scheme"), "{e}");
         let e = s.locate("s3:///key").unwrap_err().to_string();
         assert!(e.contains("no bucket"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn http_locations_are_read_only() {
+        let s = Storage::default();
+        let loc = s.locate("https://example.invalid/data/x.bin").unwrap();
+        assert_eq!(loc.join("y").url(), "https://example.invalid/data/x.bin/y");
+        let e = loc.put(Bytes::from_static(b"x")).await.unwrap_err().to_string();
+        assert!(e.contains("https://example.invalid/data/x.bin") && e.contains("read-only"), "{e}");
     }
 
     #[test]
