@@ -213,6 +213,9 @@ fn bad_records_fail_or_are_skipped_and_listed() {
     assert_eq!(lines[0]["index"], 6);
     assert!(lines[0]["id"].as_str().unwrap().ends_with("100.png") && lines[0]["reason"].as_str().unwrap().contains("truncated"), "{errors}");
     assert!(lines[1]["id"].as_str().unwrap().ends_with("101.jpg"), "{errors}");
+    let m = json(&t.join("e.metrics.json"));
+    assert_eq!((m["records"].as_u64(), m["embedded"].as_u64(), m["bad_records"].as_u64()), (Some(11), Some(9), Some(2)));
+    assert_eq!(m["on_bad_record"], "skip");
     let index = imclust_data::npy::read_labels(&t.join("e.index.npy")).unwrap();
     assert_eq!(index, vec![0, 1, 2, 3, 4, 5, 7, 8, 9]);
     assert_eq!(read_f32(&out).rows, 9);

@@ -72,7 +72,8 @@ pub struct Args {
     cache: Option<String>,
     /// fail: stop at the first unreadable or corrupt record, naming it. skip: leave bad
     /// records out, list them in <out>.errors.jsonl and write the dataset index of every
-    /// row to <out>.index.npy.
+    /// row to <out>.index.npy. Either way <out>.metrics.json counts records, bad records,
+    /// cache hits and model invocations.
     #[arg(long, default_value = "fail", value_name = "fail|skip")]
     on_bad_record: String,
     /// Records per shard (the unit of caching and of work).
@@ -182,9 +183,28 @@ pub fn run(a: Args) -> Result<()> {
         imclust_data::fsutil::write_atomic(Path::new(&list), (classes.join("\n") + "\n").as_bytes())?;
         eprintln!("labels: {} classes -> {}", classes.len(), path.display());
     }
+    let invocations: u64 = models.iter().map(|m| m.encoder.invocations).sum();
+    let metrics = serde_json::json!({
+        "dataset": spec,
+        "dataset_fingerprint": ds.fingerprint(),
+        "records": n,
+        "embedded": kept,
+        "bad_records": bad.len(),
+        "on_bad_record": policy,
+        "dim": dim,
+        "models": models.iter().map(|m| serde_json::json!({"name": m.name(), "digest": m.digest(), "dim": m.dim()})).collect::<Vec<_>>(),
+        "shards": plan.shards.len(),
+        "shard_size": a.shard_size,
+        "cache": a.cache,
+        "cache_hits": hits,
+        "cache_misses": misses,
+        "model_invocations": invocations,
+        "seconds": secs,
+    });
+    let metrics_loc = storage.locate(&companion(&a.out, "metrics.json"))?;
+    aio.block_on(metrics_loc.put(serde_json::to_vec_pretty(&metrics)?.into()))?;
     // The embeddings last: a reader that sees them sees their companions too.
     aio.block_on(out.put(bytes.into()))?;
-    let invocations: u64 = models.iter().map(|m| m.encoder.invocations).sum();
     println!(
         "embedded {kept} of {n} records of {spec} with {} model(s) -> {} ({kept} x {dim}, float32) in {secs:.2}s ({:.1} records/s); \
          {} shard(s), cache hits {hits}, misses {misses}, model invocations {invocations}, bad records {}",

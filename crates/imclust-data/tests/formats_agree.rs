@@ -244,3 +244,42 @@ async fn the_real_fashion_mnist_idx_files() {
     assert_eq!(all.len(), 70_000);
     assert_ne!(all.fingerprint(), ds.fingerprint());
 }
+
+/// scikit-learn's digits (8 x 8, 16 grey levels; fetched by scripts/fetch-digits.sh) as IDX,
+/// npy pixels and a PNG class folder: the same pixels and labels.
+#[tokio::test]
+async fn the_digits_read_alike_in_idx_npy_and_png_folders() {
+    let dir = std::env::var_os("IMCLUST_DIGITS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/data/digits"));
+    assert!(dir.join("x.npy").exists(), "missing {}: run scripts/fetch-digits.sh (scripts/test.sh does it)", dir.display());
+    let x = imclust_data::npy::read_matrix_f32(&dir.join("x.npy")).unwrap();
+    let y = imclust_data::npy::read_labels(&dir.join("y.npy")).unwrap();
+    let n = 200;
+    let px: Vec<Vec<u8>> = (0..n).map(|i| x.row(i).iter().map(|&v| (v * 15.0) as u8).collect()).collect();
+    let y8: Vec<u8> = y[..n].iter().map(|&l| l as u8).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    write(&t.join("idx/train-images-idx3-ubyte"), &idx::encode_images(n, 8, 8, &px.concat()).unwrap());
+    write(&t.join("idx/train-labels-idx1-ubyte.gz"), &gzip(&idx::encode_labels(&y8).unwrap()));
+    write(&t.join("idx/t10k-images-idx3-ubyte"), &idx::encode_images(0, 8, 8, &[]).unwrap());
+    write(&t.join("idx/t10k-labels-idx1-ubyte"), &idx::encode_labels(&[]).unwrap());
+    write(&t.join("px.npy"), &[imclust_data::npy::encode_header(&[n, 8, 8, 1], "|u1"), px.concat()].concat());
+    for (i, p) in px.iter().enumerate() {
+        let p8 = image::GrayImage::from_raw(8, 8, p.clone()).unwrap();
+        std::fs::create_dir_all(t.join(format!("png/{}", y8[i]))).unwrap();
+        p8.save(t.join(format!("png/{}/{i:04}.png", y8[i]))).unwrap();
+    }
+    let want: Vec<(u32, u32, u8, Vec<u8>)> = px.iter().map(|p| (8, 8, 1, p.clone())).collect();
+    let ds = open(&format!("idx:{}", t.join("idx").display()), Some("train")).await;
+    assert_eq!(pixels(ds.as_ref()).await, want);
+    assert_eq!(labels(ds.as_ref()).await, y8.iter().map(|&l| Some(l as i64)).collect::<Vec<_>>());
+    assert_eq!(ds.class_names().unwrap().len(), 10);
+    let ds = open(&format!("npy:{}", t.join("px.npy").display()), None).await;
+    assert_eq!(pixels(ds.as_ref()).await, want);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (y8[i], i));
+    let ds = open(&format!("folder:{}", t.join("png").display()), None).await;
+    assert_eq!(pixels(ds.as_ref()).await, order.iter().map(|&i| want[i].clone()).collect::<Vec<_>>());
+    assert_eq!(labels(ds.as_ref()).await, order.iter().map(|&i| Some(y8[i] as i64)).collect::<Vec<_>>());
+}
