@@ -260,6 +260,31 @@ impl Fingerprint {
     }
 }
 
+/// Objects fetched at once while reading a range of an object-per-record dataset.
+pub const CONCURRENT_READS: usize = 16;
+
+/// Records `range` (clamped to `len`) of an object-per-record dataset (folders, manifests),
+/// made by `record(i)` with up to [`CONCURRENT_READS`] in flight, in index order.
+pub async fn read_concurrently<F, Fut>(range: Range<u64>, len: u64, record: F) -> Result<Vec<Record>>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Record>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    let end = range.end.min(len);
+    let start = range.start.min(end);
+    futures::stream::iter(start..end).map(record).buffered(CONCURRENT_READS).try_collect().await
+}
+
+/// An object as an encoded-image payload; a missing object is a bad record (`missing` says
+/// why), any other failure an error.
+pub async fn fetch_encoded(loc: &Location, missing: impl FnOnce() -> String) -> Result<Payload> {
+    Ok(match loc.get_opt().await? {
+        Some(bytes) => Payload::Encoded(bytes),
+        None => Payload::Bad(missing()),
+    })
+}
+
 /// Reads a whole object, gunzipping it when its name ends in `.gz`.
 pub async fn read_maybe_gz(loc: &Location) -> Result<Bytes> {
     let raw = loc.get().await?;

@@ -7,17 +7,13 @@
 //! Records are the encoded files, fetched concurrently; decoding happens later, where a
 //! corrupt image becomes a bad record.
 
-use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Kind, Payload, Record};
+use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Kind, Payload, Record, fetch_encoded, read_concurrently};
 use crate::error::{DataError, Result};
 use crate::storage::{Location, ObjectMeta};
-use futures::{StreamExt, TryStreamExt};
 use std::ops::Range;
 
 /// File extensions read as images.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif"];
-
-/// Objects fetched at once while reading a range.
-const CONCURRENT_READS: usize = 16;
 
 pub fn is_image(name: &str) -> bool {
     name.rsplit_once('.').is_some_and(|(_, ext)| IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
@@ -224,24 +220,16 @@ impl Dataset for Folder {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Vec<Record>> {
-        let end = range.end.min(self.len());
-        let start = range.start.min(end);
-        futures::stream::iter(start..end)
-            .map(|i| async move {
-                let e = &self.entries[i as usize];
-                let loc = self.root.join(&e.rel);
-                let payload = match &e.bad {
-                    Some(reason) => Payload::Bad(reason.clone()),
-                    None => match loc.get_opt().await? {
-                        Some(bytes) => Payload::Encoded(bytes),
-                        None => Payload::Bad("the file disappeared after the folder was listed".into()),
-                    },
-                };
-                Ok::<_, DataError>(Record { index: i, id: loc.url().to_string(), label: e.label, payload })
-            })
-            .buffered(CONCURRENT_READS)
-            .try_collect()
-            .await
+        read_concurrently(range, self.len(), |i| async move {
+            let e = &self.entries[i as usize];
+            let loc = self.root.join(&e.rel);
+            let payload = match &e.bad {
+                Some(reason) => Payload::Bad(reason.clone()),
+                None => fetch_encoded(&loc, || "the file disappeared after the folder was listed".into()).await?,
+            };
+            Ok(Record { index: i, id: loc.url().to_string(), label: e.label, payload })
+        })
+        .await
     }
 
     async fn labels(&self) -> Result<Option<Vec<Option<i64>>>> {

@@ -11,14 +11,11 @@
 //! names are taken to be immutable (write new objects under new names, as object stores
 //! are used in practice), so opening a manifest of a million objects costs one read.
 
-use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Payload, Record};
+use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Payload, Record, fetch_encoded, read_concurrently};
 use crate::error::{DataError, Result};
 use crate::storage::{Location, Storage};
-use futures::{StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
 use std::ops::Range;
-
-const CONCURRENT_READS: usize = 16;
 
 /// One manifest row.
 #[derive(Clone, Debug, PartialEq)]
@@ -277,24 +274,16 @@ impl Dataset for Manifest {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Vec<Record>> {
-        let end = range.end.min(self.len());
-        let start = range.start.min(end);
-        futures::stream::iter(start..end)
-            .map(|i| async move {
-                let uri = &self.uris[i as usize];
-                let payload = match self.storage.locate(uri) {
-                    Err(e) => Payload::Bad(e.to_string()),
-                    Ok(loc) => match loc.get_opt().await? {
-                        Some(b) => Payload::Encoded(b),
-                        None => Payload::Bad(format!("{uri}: no such object (named in the manifest)")),
-                    },
-                };
-                let id = self.ids[i as usize].clone().unwrap_or_else(|| uri.clone());
-                Ok::<_, DataError>(Record { index: i, id, label: self.labels[i as usize], payload })
-            })
-            .buffered(CONCURRENT_READS)
-            .try_collect()
-            .await
+        read_concurrently(range, self.len(), |i| async move {
+            let uri = &self.uris[i as usize];
+            let payload = match self.storage.locate(uri) {
+                Err(e) => Payload::Bad(e.to_string()),
+                Ok(loc) => fetch_encoded(&loc, || format!("{uri}: no such object (named in the manifest)")).await?,
+            };
+            let id = self.ids[i as usize].clone().unwrap_or_else(|| uri.clone());
+            Ok(Record { index: i, id, label: self.labels[i as usize], payload })
+        })
+        .await
     }
 
     async fn labels(&self) -> Result<Option<Vec<Option<i64>>>> {
