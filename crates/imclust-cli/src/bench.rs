@@ -1,17 +1,19 @@
 //! `imclust bench`: speed figures measured the same way every time.
 
-
 use anyhow::{Context, Result, bail};
 use imclust_core::fixed::FixedScale;
 use imclust_core::kernel::{self, Centroids, Metric};
 use imclust_core::kmeans::Prepared;
 use imclust_core::rng::{self, Rng};
 use imclust_core::update;
+use imclust_data::bad::OnBadRecord;
+use imclust_data::dataset::DatasetSpec;
 use imclust_data::npy;
+use imclust_data::shard::ShardPlan;
 use imclust_embed::bundle::Bundle;
-use imclust_embed::engine::ImageEncoder;
 use imclust_embed::preprocess;
 use imclust_embed::runtime::{self, Device, RuntimeConfig};
+use imclust_worker::embed::{Model, embed_shard, to_embed_record};
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -144,7 +146,8 @@ pub struct EmbedArgs {
     /// The model bundle (a directory with bundle.toml).
     #[arg(long)]
     bundle: PathBuf,
-    /// A folder of images (searched recursively; the first --limit in sorted path order are used).
+    /// A folder of images, read as `--dataset folder:DIR` (class folders or a flat folder; the
+    /// first --limit records in dataset order are used).
     #[arg(long, default_value = ".cache/data/textiles")]
     images: PathBuf,
     /// Images to embed (0: all).
@@ -220,25 +223,28 @@ fn embed(a: EmbedArgs) -> Result<()> {
     let rt = RuntimeConfig { onnxruntime_path: a.onnxruntime.clone(), device: a.device, intra_threads: a.threads };
     runtime::init(&rt)?;
     let bundle = Bundle::load_with(&a.bundle, &rt)?;
-    let digest = bundle.digest()?;
     let spec = bundle.image_spec();
-    let (mut files, _) = list_images(&a.images)
-        .with_context(|| format!("listing {} (fetch the textiles with `bash scripts/fetch-textiles.sh`)", a.images.display()))?;
-    if files.is_empty() {
-        bail!("no images under {}", a.images.display());
-    }
-    if a.limit > 0 {
-        files.truncate(a.limit);
-    }
-    let n = files.len();
-    let inputs = Inputs::Files(files.clone());
+    // The images as `imclust embed --images` reads them: a folder dataset, the first --limit
+    // records, embedded as one shard through the worker's shard step (no cache).
+    let aio = imclust_data::storage::runtime()?;
+    let dataset = DatasetSpec::parse(&format!("folder:{}", a.images.display()), None)?;
+    let ds = crate::dataset::open(&aio, &dataset)
+        .with_context(|| format!("opening {} (fetch the textiles with `bash scripts/fetch-textiles.sh`)", a.images.display()))?;
+    let n = if a.limit > 0 { ds.len().min(a.limit as u64) } else { ds.len() };
+    let shard = ShardPlan::new(n, n.max(1), ds.fingerprint())?.shards.remove(0);
+    let n = n as usize;
+    let mut models = [Model::new(bundle, &rt, a.batch_size)?];
+    let digest = models[0].digest().to_string();
+    let (name, normalize, bundle_dir) = {
+        let b = &models[0].bundle;
+        (b.name().to_string(), b.config().image.normalize, b.dir().display().to_string())
+    };
     let rayon_threads = rayon::current_num_threads();
-    let mut enc = ImageEncoder::new(&bundle, &rt)?;
-    let dim = enc.dim();
+    let dim = models[0].dim();
     println!(
         "imclust bench embed: bundle {} (digest {}), {n} images from {}, batch {}, ORT intra threads {}, device {}, \
          decode threads (rayon) {rayon_threads}, {} cores",
-        bundle.name(),
+        name,
         &digest[..12],
         a.images.display(),
         a.batch_size,
@@ -250,8 +256,11 @@ fn embed(a: EmbedArgs) -> Result<()> {
     // Ready tensors: read + decode + preprocess every image (the pipeline's producer, with no
     // inference behind it), timed on its own.
     let t = Instant::now();
+    let records = aio.block_on(ds.read(shard.range()))?;
+    let files: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    let inputs = records.iter().map(to_embed_record).collect::<Result<Vec<_>, _>>()?;
     let mut ready = Vec::new();
-    preprocess::pipeline(inputs.records(), spec, a.batch_size, 2, |b| {
+    preprocess::pipeline(inputs, spec, a.batch_size, 2, |b| {
         if let Some((_, e)) = b.errors.into_iter().next() {
             return Err(e);
         }
@@ -270,6 +279,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
     let mut raw_others = Vec::new();
     let mut pipe_others = Vec::new();
     for round in 1..=a.rounds {
+        let enc = &mut models[0].encoder;
         enc.run(ready[0].view())?; // warm-up
         let cpu = CpuTicks::now();
         let t = Instant::now();
@@ -288,7 +298,8 @@ fn embed(a: EmbedArgs) -> Result<()> {
         enc.run(ready[0].view())?; // warm-up
         let cpu = CpuTicks::now();
         let t = Instant::now();
-        pipe_rows = embed_all(&mut enc, &bundle, &inputs, a.batch_size)?;
+        let embedded = embed_shard(aio.handle(), ds.as_ref(), &shard, &mut models, None, OnBadRecord::Fail)?;
+        pipe_rows = embedded.into_iter().next().expect("one model").rows.rows;
         let pipe_s = t.elapsed().as_secs_f64();
         let pipe_busy = cpu.and_then(CpuTicks::others_since);
         pipe_rates.push(rate(n, pipe_s));
@@ -308,7 +319,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
     let max_diff = raw_rows.iter().zip(&pipe_rows).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     println!("best of {} rounds each:", a.rounds);
     println!("  {:<58} {:>9.2} images/s", "raw session (ImageEncoder::run on ready batches)", raw);
-    println!("  {:<58} {:>9.2} images/s", "pipeline (embed_all: read+decode+preprocess || infer)", pipe);
+    println!("  {:<58} {:>9.2} images/s", "pipeline (embed_shard: read+decode+preprocess || infer)", pipe);
     println!("  {:<58} {:>9.2} images/s", "preprocess only (read+decode+preprocess, no inference)", rate(n, pre_s));
     println!(
         "  pipeline / raw = {:.3}x (target >= 0.9x: {})",
@@ -318,16 +329,15 @@ fn embed(a: EmbedArgs) -> Result<()> {
     println!("  raw vs pipeline embeddings: max abs diff {max_diff:.3e}");
     println!(
         "  (raw session = ort Session::run on the ready NHWC/NCHW batch plus ImageEncoder's shape check, output copy{})",
-        if bundle.config().image.normalize { " and L2 normalisation" } else { "" }
+        if normalize { " and L2 normalisation" } else { "" }
     );
 
     if let Some(dir) = &a.save {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         npy::write_f32(&dir.join("embeddings.npy"), &[n, dim], &pipe_rows)?;
-        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
         let j = serde_json::json!({
-            "bundle": bundle.dir().display().to_string(),
-            "bundle_name": bundle.name(),
+            "bundle": bundle_dir,
+            "bundle_name": name,
             "digest": digest,
             "images": n,
             "images_dir": a.images.display().to_string(),
@@ -346,87 +356,10 @@ fn embed(a: EmbedArgs) -> Result<()> {
             "pipeline_other_processes_cpu_share_rounds": pipe_others,
             "raw_vs_pipeline_max_abs_diff": max_diff,
             "dim": dim,
-            "files": names,
+            "files": files,
         });
         imclust_data::fsutil::write_atomic(&dir.join("imclust_embed.json"), serde_json::to_string_pretty(&j)?.as_bytes())?;
         println!("wrote {} and {}", dir.join("imclust_embed.json").display(), dir.join("embeddings.npy").display());
     }
     Ok(())
 }
-
-// The image-folder inputs of `bench embed`: the raw baseline and the pipeline read the same
-// files the same way.
-
-/// File extensions read as images.
-use imclust_data::datasets::folder::IMAGE_EXTENSIONS;
-use imclust_embed::preprocess::Record;
-use std::path::Path;
-
-/// Image files under `dir`, recursively, sorted by path relative to `dir`; also returns the
-/// other files found (never silently ignored: the caller reports them).
-pub fn list_images(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    fn walk(d: &Path, images: &mut Vec<PathBuf>, other: &mut Vec<PathBuf>) -> Result<()> {
-        for e in std::fs::read_dir(d).with_context(|| format!("listing {}", d.display()))? {
-            let p = e.with_context(|| format!("listing {}", d.display()))?.path();
-            if p.is_dir() {
-                walk(&p, images, other)?;
-            } else {
-                let ext = p.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase);
-                if ext.is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.as_str())) {
-                    images.push(p);
-                } else if !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
-                    other.push(p);
-                }
-            }
-        }
-        Ok(())
-    }
-    let (mut images, mut other) = (Vec::new(), Vec::new());
-    walk(dir, &mut images, &mut other)?;
-    images.sort();
-    other.sort();
-    Ok((images, other))
-}
-
-/// The inputs of a run as pipeline records, lazily read.
-pub enum Inputs {
-    Files(Vec<PathBuf>),
-}
-
-impl Inputs {
-    pub fn len(&self) -> usize {
-        match self {
-            Inputs::Files(f) => f.len(),
-        }
-    }
-
-    pub fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_> {
-        match self {
-            Inputs::Files(files) => Box::new(files.iter().map(|p| {
-                let name = p.display().to_string();
-                match std::fs::read(p) {
-                    Ok(bytes) => Record::Encoded { name, bytes },
-                    Err(e) => Record::Failed(imclust_embed::EmbedError::io(p, e)),
-                }
-            })),
-        }
-    }
-}
-
-/// Embeds every input in order; the first bad input fails the run with its error.
-pub fn embed_all(enc: &mut ImageEncoder, bundle: &Bundle, inputs: &Inputs, batch: usize) -> Result<Vec<f32>> {
-    let dim = enc.dim();
-    let mut out = vec![0.0f32; inputs.len() * dim];
-    preprocess::pipeline(inputs.records(), bundle.image_spec(), batch, 2, |b| {
-        if let Some((_, e)) = b.errors.into_iter().next() {
-            return Err(e);
-        }
-        let rows = enc.run(b.pixels.view())?;
-        for (j, &i) in b.indices.iter().enumerate() {
-            out[i * dim..(i + 1) * dim].copy_from_slice(rows.row(j).as_slice().expect("standard layout"));
-        }
-        Ok(())
-    })?;
-    Ok(out)
-}
-

@@ -107,7 +107,9 @@ pub fn embed_shard(
     Ok(out)
 }
 
-fn to_embed_record(r: &DataRecord) -> Result<Record> {
+/// A dataset record as an input of the preprocessing pipeline; embeddings are refused (they
+/// need no model).
+pub fn to_embed_record(r: &DataRecord) -> Result<Record> {
     Ok(match &r.payload {
         Payload::Pixels { width, height, channels, data } => {
             Record::Pixels { name: r.id.clone(), width: *width, height: *height, channels: *channels, data: data.clone() }
