@@ -228,7 +228,7 @@ fn embed(a: EmbedArgs) -> Result<()> {
     // records, embedded as one shard through the worker's shard step (no cache).
     let aio = imclust_data::storage::runtime()?;
     let dataset = DatasetSpec::parse(&format!("folder:{}", a.images.display()), None)?;
-    let ds = crate::dataset::open(&aio, &dataset)
+    let ds = crate::dataset::open(&aio, &dataset, &imclust_data::storage::Storage::default())
         .with_context(|| format!("opening {} (fetch the textiles with `bash scripts/fetch-textiles.sh`)", a.images.display()))?;
     let n = if a.limit > 0 { ds.len().min(a.limit as u64) } else { ds.len() };
     let shard = ShardPlan::new(n, n.max(1), ds.fingerprint())?.shards.remove(0);

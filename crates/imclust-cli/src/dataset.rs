@@ -30,9 +30,9 @@ impl DatasetArgs {
     }
 }
 
-/// Opens a dataset on `rt`, with storage options from the environment.
-pub fn open(rt: &tokio::runtime::Runtime, spec: &DatasetSpec) -> Result<Arc<dyn Dataset>> {
-    Ok(rt.block_on(dataset::open(spec, &Storage::default()))?)
+/// Opens a dataset on `rt` through `storage` (whose clients the run's other locations share).
+pub fn open(rt: &tokio::runtime::Runtime, spec: &DatasetSpec, storage: &Storage) -> Result<Arc<dyn Dataset>> {
+    Ok(rt.block_on(dataset::open(spec, storage))?)
 }
 
 #[derive(clap::Subcommand)]
@@ -63,7 +63,7 @@ pub fn run(c: DatasetCommand) -> Result<()> {
     }
     let spec = a.dataset.parse(&a.name)?;
     let rt = imclust_data::storage::runtime()?;
-    let ds = open(&rt, &spec)?;
+    let ds = open(&rt, &spec, &Storage::default())?;
     let labels = rt.block_on(ds.labels())?;
     let plan = ShardPlan::for_dataset(ds.as_ref(), a.shard_size)?;
     let classes = ds.class_names().map(<[String]>::to_vec);

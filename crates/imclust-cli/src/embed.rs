@@ -118,7 +118,7 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
     };
     let t = Instant::now();
-    let ds = crate::dataset::open(&aio, &spec)?;
+    let ds = crate::dataset::open(&aio, &spec, &storage)?;
     for n in ds.notes() {
         eprintln!("note: {n}");
     }

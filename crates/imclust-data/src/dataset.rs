@@ -260,6 +260,20 @@ impl Fingerprint {
     }
 }
 
+/// `range` clamped to a dataset of `len` records.
+pub fn clamp(range: Range<u64>, len: u64) -> Range<u64> {
+    let end = range.end.min(len);
+    range.start.min(end)..end
+}
+
+/// The records of `range` (dataset indices) that a file holding records
+/// `start..start + count` of the dataset has, as positions within that file; `None` when
+/// none. Multi-file formats (batch files, splits) read each file's span.
+pub fn local_span(range: &Range<u64>, start: u64, count: u64) -> Option<Range<u64>> {
+    let (s, e) = (range.start.max(start), range.end.min(start + count));
+    (s < e).then(|| s - start..e - start)
+}
+
 /// Objects fetched at once while reading a range of an object-per-record dataset.
 pub const CONCURRENT_READS: usize = 16;
 
@@ -271,9 +285,7 @@ where
     Fut: std::future::Future<Output = Result<Record>>,
 {
     use futures::{StreamExt, TryStreamExt};
-    let end = range.end.min(len);
-    let start = range.start.min(end);
-    futures::stream::iter(start..end).map(record).buffered(CONCURRENT_READS).try_collect().await
+    futures::stream::iter(clamp(range, len)).map(record).buffered(CONCURRENT_READS).try_collect().await
 }
 
 /// An object as an encoded-image payload; a missing object is a bad record (`missing` says
@@ -352,6 +364,17 @@ mod tests {
         assert_ne!(base, fp("/d/b.png", &m));
         assert_ne!(base, fp("/d/a.png", &ObjectMeta { size: 11, version: "1".into() }));
         assert_ne!(base, fp("/d/a.png", &ObjectMeta { size: 10, version: "2".into() }));
+    }
+
+    #[test]
+    fn ranges_clamp_and_split_over_files() {
+        assert_eq!(clamp(5..20, 10), 5..10);
+        assert_eq!(clamp(12..20, 10), 10..10);
+        // A file holding dataset records 10..15.
+        assert_eq!(local_span(&(8..12), 10, 5), Some(0..2));
+        assert_eq!(local_span(&(11..30), 10, 5), Some(1..5));
+        assert_eq!(local_span(&(0..10), 10, 5), None);
+        assert_eq!(local_span(&(15..20), 10, 5), None);
     }
 
     #[test]

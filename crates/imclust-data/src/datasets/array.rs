@@ -6,7 +6,7 @@
 //! The array is read whole at open: an embedding matrix is what k-means holds in memory
 //! anyway.
 
-use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Payload, Record, check_label, read_names};
+use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Payload, Record, check_label, clamp, read_names};
 use crate::error::{DataError, Result};
 use crate::npy;
 use crate::storage::Location;
@@ -124,10 +124,8 @@ impl Dataset for NpyDataset {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Vec<Record>> {
-        let end = range.end.min(self.len());
-        let start = range.start.min(end);
         let classes = self.classes.as_ref().map_or(0, Vec::len);
-        Ok((start..end)
+        Ok(clamp(range, self.len())
             .map(|i| {
                 let label = self.labels.as_ref().map(|l| check_label(l[i as usize], classes));
                 let payload = match (&label, &self.rows) {

@@ -17,7 +17,7 @@
 //! unpack to). Records have a fixed size, so they are read with range reads: opening a
 //! dataset reads only object sizes and the names file.
 
-use crate::dataset::{check_label, read_names, Dataset, DatasetSpec, Fingerprint, Kind, Payload, Record};
+use crate::dataset::{check_label, clamp, local_span, read_names, Dataset, DatasetSpec, Fingerprint, Kind, Payload, Record};
 use crate::error::{DataError, Result};
 use crate::storage::Location;
 use bytes::Bytes;
@@ -216,12 +216,8 @@ impl Cifar {
 
     /// The parts overlapping `range` (clamped), each with its local record range.
     fn spans(&self, range: Range<u64>) -> impl Iterator<Item = (&Part, Range<u64>)> {
-        let end = range.end.min(self.len);
-        let start = range.start.min(end);
-        self.parts.iter().filter_map(move |p| {
-            let (s, e) = (start.max(p.start), end.min(p.start + p.count));
-            (s < e).then(|| (p, s - p.start..e - p.start))
-        })
+        let range = clamp(range, self.len);
+        self.parts.iter().filter_map(move |p| local_span(&range, p.start, p.count).map(|local| (p, local)))
     }
 }
 
@@ -270,7 +266,7 @@ impl Dataset for Cifar {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Vec<Record>> {
-        let mut out = Vec::with_capacity(range.end.min(self.len).saturating_sub(range.start) as usize);
+        let mut out = Vec::with_capacity(clamp(range.clone(), self.len).count());
         for (part, local) in self.spans(range) {
             let mut i = local.start;
             for chunk in read_records(&part.loc, local, self.record_size).await? {

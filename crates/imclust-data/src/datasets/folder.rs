@@ -7,7 +7,7 @@
 //! Records are the encoded files, fetched concurrently; decoding happens later, where a
 //! corrupt image becomes a bad record.
 
-use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Kind, Payload, Record, fetch_encoded, read_concurrently};
+use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Kind, Payload, Record, clamp, fetch_encoded, read_concurrently};
 use crate::error::{DataError, Result};
 use crate::storage::{Location, ObjectMeta};
 use std::ops::Range;
@@ -196,8 +196,8 @@ impl Dataset for Folder {
     fn shard_fingerprint(&self, range: Range<u64>) -> String {
         let mut fp = Fingerprint::new(&self.spec);
         fp.add_bytes(self.classes.as_ref().map(|c| c.join("\n")).unwrap_or_default().as_bytes());
-        let end = range.end.min(self.len());
-        for e in &self.entries[range.start.min(end) as usize..end as usize] {
+        let range = clamp(range, self.len());
+        for e in &self.entries[range.start as usize..range.end as usize] {
             match &e.meta {
                 Some(m) => fp.add(&e.rel, m),
                 None => fp.add_bytes(e.rel.as_bytes()),

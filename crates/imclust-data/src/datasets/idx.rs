@@ -23,7 +23,7 @@
 //! Raw files are read with range reads; gzipped files cannot be, so they are read whole and
 //! decompressed once, at open.
 
-use crate::dataset::{check_label, read_maybe_gz, read_names, Dataset, DatasetSpec, Fingerprint, Payload, Record};
+use crate::dataset::{check_label, clamp, local_span, read_maybe_gz, read_names, Dataset, DatasetSpec, Fingerprint, Payload, Record};
 use crate::error::{DataError, Result};
 use crate::storage::{Location, ObjectMeta};
 use bytes::Bytes;
@@ -341,14 +341,10 @@ impl Dataset for Idx {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Vec<Record>> {
-        let end = range.end.min(self.len);
-        let start = range.start.min(end);
-        let mut out = Vec::with_capacity((end - start) as usize);
+        let range = clamp(range, self.len);
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
         for part in &self.parts {
-            let (s, e) = (start.max(part.start) - part.start, end.min(part.start + part.count).saturating_sub(part.start));
-            if s >= e {
-                continue;
-            }
+            let Some(Range { start: s, end: e }) = local_span(&range, part.start, part.count) else { continue };
             let rs = part.record_size();
             let at = |i: u64| part.header + i * rs;
             match &part.source {

@@ -15,7 +15,7 @@
 //! The URL is the folder holding the files, or a folder holding `stl10_binary/`. The label
 //! files (at most 8 KB) are read at open; images are read with range reads.
 
-use crate::dataset::{check_label, read_names, Dataset, DatasetSpec, Fingerprint, Payload, Record};
+use crate::dataset::{check_label, clamp, local_span, read_names, Dataset, DatasetSpec, Fingerprint, Payload, Record};
 use crate::error::{DataError, Result};
 use crate::storage::Location;
 use bytes::Bytes;
@@ -244,15 +244,10 @@ impl Dataset for Stl10 {
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Vec<Record>> {
-        let end = range.end.min(self.len);
-        let start = range.start.min(end);
-        let mut out = Vec::with_capacity((end - start) as usize);
+        let range = clamp(range, self.len);
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
         for part in &self.parts {
-            let (s, e) = (start.max(part.start), end.min(part.start + part.count));
-            if s >= e {
-                continue;
-            }
-            let positions = s - part.start..e - part.start;
+            let Some(positions) = local_span(&range, part.start, part.count) else { continue };
             let runs = runs(part, positions.clone());
             let ranges: Vec<Range<u64>> = runs.iter().map(|&(i, n)| i * IMAGE_BYTES as u64..(i + n) * IMAGE_BYTES as u64).collect();
             let mut pos = positions.start;
