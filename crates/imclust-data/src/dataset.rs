@@ -321,6 +321,11 @@ pub async fn read_names(loc: &Location) -> Result<Option<Vec<String>>> {
     Ok(Some(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()))
 }
 
+/// Class names for labels without names: "0", "1", .. up to `count - 1`.
+pub fn numbered_classes(count: usize) -> Vec<String> {
+    (0..count).map(|i| i.to_string()).collect()
+}
+
 /// Checks a label against the number of classes: the label, or the reason it is bad.
 pub fn check_label(label: i64, classes: usize) -> std::result::Result<i64, String> {
     if (0..classes as i64).contains(&label) {

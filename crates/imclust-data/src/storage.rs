@@ -343,8 +343,14 @@ impl Location {
 
     /// The whole object.
     pub async fn get(&self) -> Result<Bytes> {
+        Ok(self.get_with_meta().await?.0)
+    }
+
+    /// The whole object and its size and version, from one request.
+    pub async fn get_with_meta(&self) -> Result<(Bytes, ObjectMeta)> {
         let r = self.store.get(&self.path).await.map_err(|e| self.error(e, "reading"))?;
-        r.bytes().await.map_err(|e| self.error(e, "reading"))
+        let m = meta(&r.meta);
+        Ok((r.bytes().await.map_err(|e| self.error(e, "reading"))?, m))
     }
 
     /// The whole object, or `None` if there is no such object (other failures are errors).

@@ -6,7 +6,7 @@
 //! The array is read whole at open: an embedding matrix is what k-means holds in memory
 //! anyway.
 
-use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Payload, Record, check_label, clamp, read_names};
+use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Payload, Record, check_label, clamp, numbered_classes, read_names};
 use crate::error::{DataError, Result};
 use crate::npy;
 use crate::storage::Location;
@@ -38,8 +38,7 @@ fn sibling(loc: &Location, suffix: &str) -> Result<Location> {
 
 impl NpyDataset {
     pub async fn open(spec: DatasetSpec, loc: Location) -> Result<Self> {
-        let meta = loc.head().await?;
-        let bytes = loc.get().await?;
+        let (bytes, meta) = loc.get_with_meta().await?;
         let name = Path::new(loc.url());
         let header = npy::parse_header(&bytes).map_err(|r| DataError::npy(name, r))?;
         let rows = if matches!(header.descr.as_str(), "|u1" | "<u1") {
@@ -70,31 +69,24 @@ impl NpyDataset {
             }
         };
         let names_loc = sibling(&loc, "classes.txt")?;
-        let classes = match (&labels, read_names(&names_loc).await?) {
-            (_, Some(names)) => {
-                fp.add_bytes(names.join("\n").as_bytes());
-                Some(names)
-            }
+        let names = read_names(&names_loc).await?;
+        if let Some(names) = &names {
+            fp.add_bytes(names.join("\n").as_bytes());
+        }
+        let classes = match (&labels, names) {
+            (Some(_), Some(names)) => Some(names),
             (Some(l), None) => {
                 let max = l.iter().copied().max().unwrap_or(0).max(0);
                 notes.push(format!("no {}: classes are named 0..{max}", names_loc.url()));
-                Some((0..=max).map(|i| i.to_string()).collect())
+                Some(numbered_classes(max as usize + 1))
+            }
+            (None, Some(_)) => {
+                notes.push(format!("{} names classes but there is no {}: the rows are unlabelled", names_loc.url(), labels_loc.url()));
+                None
             }
             (None, None) => None,
         };
-        if classes.is_some() && labels.is_none() {
-            notes.push(format!("{} names classes but there is no {}: the rows are unlabelled", names_loc.url(), labels_loc.url()));
-        }
-        let classes = if labels.is_some() { classes } else { None };
         Ok(NpyDataset { spec, rows, labels, classes, notes, fingerprint: fp.finish() })
-    }
-
-    /// Embedding width, for an embeddings array.
-    pub fn dim(&self) -> Option<usize> {
-        match &self.rows {
-            Rows::Embeddings(m) => Some(m.cols),
-            Rows::Pixels(_) => None,
-        }
     }
 }
 

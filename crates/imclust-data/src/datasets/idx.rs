@@ -23,7 +23,7 @@
 //! Raw files are read with range reads; gzipped files cannot be, so they are read whole and
 //! decompressed once, at open.
 
-use crate::dataset::{check_label, clamp, local_span, read_maybe_gz, read_names, Dataset, DatasetSpec, Fingerprint, Payload, Record};
+use crate::dataset::{check_label, clamp, local_span, numbered_classes, read_maybe_gz, read_names, Dataset, DatasetSpec, Fingerprint, Payload, Record};
 use crate::error::{DataError, Result};
 use crate::storage::{Location, ObjectMeta};
 use bytes::Bytes;
@@ -180,7 +180,7 @@ impl Idx {
                     names_loc.url(),
                     classes - 1
                 ));
-                Some((0..classes).map(|i| i.to_string()).collect())
+                Some(numbered_classes(classes))
             }
         };
         Ok(Idx { spec, parts, len, names, notes, fingerprint: fp.finish() })

@@ -11,7 +11,7 @@
 //! names are taken to be immutable (write new objects under new names, as object stores
 //! are used in practice), so opening a manifest of a million objects costs one read.
 
-use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Payload, Record, fetch_encoded, read_concurrently};
+use crate::dataset::{Dataset, DatasetSpec, Fingerprint, Payload, Record, numbered_classes, fetch_encoded, read_concurrently};
 use crate::error::{DataError, Result};
 use crate::storage::{Location, Storage};
 use std::collections::BTreeSet;
@@ -45,8 +45,7 @@ pub struct Manifest {
 
 impl Manifest {
     pub async fn open(spec: DatasetSpec, loc: Location, storage: Storage) -> Result<Self> {
-        let meta = loc.head().await?;
-        let bytes = loc.get().await?;
+        let (bytes, meta) = loc.get_with_meta().await?;
         let url = loc.url();
         let lower = url.to_ascii_lowercase();
         let rows = if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") || lower.ends_with(".json") {
@@ -78,7 +77,7 @@ impl Manifest {
                 return Err(DataError::invalid(url, format!("row {} has the negative label {min}: labels must be class names or indices >= 0", line + 1)));
             }
             let max = rows.iter().filter_map(|r| if let RawLabel::Index(l) = r.label { Some(l) } else { None }).max().expect("some");
-            Some((0..=max).map(|i| i.to_string()).collect())
+            Some(numbered_classes(max as usize + 1))
         } else {
             None
         };
