@@ -19,6 +19,20 @@ pub fn is_image(name: &str) -> bool {
     name.rsplit_once('.').is_some_and(|(_, ext)| IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
 }
 
+/// The class folders of image paths `<class>/...`, sorted: the class names.
+fn class_folders(images: &[String]) -> Vec<String> {
+    let mut classes: Vec<String> = images.iter().filter_map(|r| r.split_once('/')).map(|(c, _)| c.to_string()).collect();
+    classes.sort();
+    classes.dedup();
+    classes
+}
+
+/// The label of the image path `<class>/...`: its class's index in `classes`.
+fn class_index(classes: &[String], rel: &str) -> Option<i64> {
+    let (class, _) = rel.split_once('/')?;
+    classes.binary_search_by(|c| c.as_str().cmp(class)).ok().map(|i| i as i64)
+}
+
 fn is_hidden(rel: &str) -> bool {
     rel.split('/').any(|p| p.starts_with('.'))
 }
@@ -91,17 +105,10 @@ impl Folder {
                 ),
             ));
         } else {
-            let class_of = |rel: &str| rel.split_once('/').expect("in a class folder").0.to_string();
-            let mut classes: Vec<String> = images.iter().map(|r| class_of(r)).collect();
-            classes.dedup();
-            classes.sort();
-            classes.dedup();
+            let classes = class_folders(&images);
             let entries = images
                 .into_iter()
-                .map(|rel| {
-                    let label = classes.binary_search(&class_of(&rel)).expect("class listed") as i64;
-                    Entry { meta: metas.remove(&rel), rel, label: Some(label), bad: None }
-                })
+                .map(|rel| Entry { meta: metas.remove(&rel), label: class_index(&classes, &rel), rel, bad: None })
                 .collect();
             (entries, Some(classes))
         };
@@ -130,13 +137,10 @@ impl Folder {
                 "no images under Images/<class>/: an MIT Indoor-67 root holds Images/, TrainImages.txt and TestImages.txt",
             ));
         }
-        let mut classes: Vec<String> = images.iter().map(|r| r.split_once('/').expect("in a class").0.to_string()).collect();
-        classes.sort();
-        classes.dedup();
-        let label_of = |rel: &str| rel.split_once('/').and_then(|(c, _)| classes.binary_search(&c.to_string()).ok());
+        let classes = class_folders(&images);
         let split = spec.split()?.unwrap_or("all");
         let entries: Vec<Entry> = if split == "all" {
-            images.iter().map(|rel| Entry { rel: rel.clone(), meta: metas.get(rel).cloned(), label: label_of(rel).map(|l| l as i64), bad: None }).collect()
+            images.iter().map(|rel| Entry { rel: rel.clone(), meta: metas.get(rel).cloned(), label: class_index(&classes, rel), bad: None }).collect()
         } else {
             let list_name = if split == "train" { "TrainImages.txt" } else { "TestImages.txt" };
             let list = root.join(list_name);
@@ -153,13 +157,13 @@ impl Folder {
                 .map(|l| l.trim().trim_start_matches("Images/").to_string())
                 .filter(|l| !l.is_empty())
                 .map(|rel| {
-                    let label = label_of(&rel);
+                    let label = class_index(&classes, &rel);
                     let bad = if !present.contains(rel.as_str()) {
                         Some(format!("listed in {list_name} but there is no Images/{rel}"))
                     } else {
                         None
                     };
-                    Entry { label: label.map(|l| l as i64), bad, meta: metas.get(&rel).cloned(), rel }
+                    Entry { label, bad, meta: metas.get(&rel).cloned(), rel }
                 })
                 .collect()
         };
