@@ -55,6 +55,15 @@ fn textile_pixels(per: usize) -> (Vec<String>, Vec<(u8, Vec<u8>)>) {
     (classes, out)
 }
 
+/// [`textile_pixels`] written as a PNG class folder `dir/<class>/<index>.png`.
+fn textile_folder(dir: &Path, per: usize) -> (Vec<String>, Vec<(u8, Vec<u8>)>) {
+    let (classes, imgs) = textile_pixels(per);
+    for (i, (l, p)) in imgs.iter().enumerate() {
+        png(&dir.join(format!("{}/{i:03}.png", classes[*l as usize])), p);
+    }
+    (classes, imgs)
+}
+
 fn png(path: &Path, pixels: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     image::save_buffer(path, pixels, 32, 32, image::ExtendedColorType::Rgb8).unwrap();
@@ -160,10 +169,7 @@ fn a_second_run_with_the_cache_embeds_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let bundle = toy_bundle(t);
-    let (classes, imgs) = textile_pixels(5);
-    for (i, (l, p)) in imgs.iter().enumerate() {
-        png(&t.join(format!("images/{}/{i:03}.png", classes[*l as usize])), p);
-    }
+    let (classes, imgs) = textile_folder(&t.join("images"), 5);
     let spec = format!("folder:{}", t.join("images").display());
     let cache = t.join("cache");
     let run = |out: &str| {
@@ -191,10 +197,7 @@ fn bad_records_fail_or_are_skipped_and_listed() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let bundle = toy_bundle(t);
-    let (classes, imgs) = textile_pixels(3);
-    for (i, (l, p)) in imgs.iter().enumerate() {
-        png(&t.join(format!("images/{}/{i:03}.png", classes[*l as usize])), p);
-    }
+    let (classes, imgs) = textile_folder(&t.join("images"), 3);
     let good = std::fs::read(t.join(format!("images/{}/003.png", classes[1]))).unwrap();
     std::fs::write(t.join(format!("images/{}/100.png", classes[1])), &good[..good.len() / 2]).unwrap();
     std::fs::write(t.join(format!("images/{}/101.jpg", classes[2])), b"this is not a JPEG").unwrap();
