@@ -186,6 +186,12 @@ impl OutputWriter {
 
     /// Writes `bytes` to `rel` (a relative `/`-separated path; not `manifest.json`) and
     /// records it. Writing the same path again replaces it.
+    /// Lists a file that another process wrote under this job's root (a worker's embedding
+    /// shard), with the size and digest it reported; `commit` puts it in the manifest.
+    pub fn record(&mut self, entry: FileEntry) {
+        self.files.insert(entry.path.clone(), entry);
+    }
+
     pub async fn put_bytes(&mut self, rel: &str, bytes: impl Into<Bytes>) -> Result<FileEntry> {
         check_rel(rel)?;
         let bytes: Bytes = bytes.into();

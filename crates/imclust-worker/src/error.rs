@@ -6,6 +6,11 @@ pub enum WorkerError {
     Data(#[from] imclust_data::DataError),
     #[error(transparent)]
     Embed(#[from] imclust_embed::EmbedError),
+    #[error(transparent)]
+    Core(#[from] imclust_core::CoreError),
+    /// The coordinator cannot be reached, refused the call, or answered nonsense.
+    #[error("{0}")]
+    Rpc(String),
     /// A dataset's records cannot be embedded (they are embeddings already, or a shard
     /// came back short).
     #[error("{0}")]
