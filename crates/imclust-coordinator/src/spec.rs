@@ -17,6 +17,9 @@ pub struct JobConfig {
     #[serde(default)]
     pub job: JobSection,
     pub dataset: DatasetSection,
+    /// The models whose (fused) embeddings are clustered; none for a dataset of vectors
+    /// (`npy:` embeddings).
+    #[serde(default)]
     pub models: Vec<ModelSection>,
     #[serde(default)]
     pub init: InitSection,
@@ -438,9 +441,6 @@ fn parse_override(v: &str) -> config::Value {
 /// Checks what serde cannot: values, ranges and combinations.
 pub fn validate(c: &JobConfig) -> std::result::Result<(), String> {
     DatasetSpec::parse(&c.dataset.url, c.dataset.split.as_deref()).map_err(|e| format!("dataset.url: {e}"))?;
-    if c.models.is_empty() {
-        return Err("no [[models]]: name at least one model bundle".into());
-    }
     let mut names = std::collections::BTreeSet::new();
     for (i, m) in c.models.iter().enumerate() {
         if !(m.weight.is_finite() && m.weight > 0.0) {

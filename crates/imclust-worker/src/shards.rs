@@ -123,6 +123,9 @@ impl JobContext {
             return Ok(());
         }
         let shard = self.shard(id)?.clone();
+        if self.models.is_empty() {
+            return self.load_vectors(id, &shard);
+        }
         let invocations_before: u64 = self.models.iter().map(|m| m.encoder.invocations).sum();
         let embedded = embed_shard(&self.handle, self.dataset.as_ref(), &shard, &mut self.models, self.cache.as_ref(), self.policy)?;
         let (mut hits, mut misses) = (0, 0);
@@ -187,6 +190,53 @@ impl JobContext {
                 cache_misses: misses,
                 invocations,
             },
+        );
+        Ok(())
+    }
+
+    /// A job without models clusters a dataset of vectors (npy embeddings) as they are.
+    fn load_vectors(&mut self, id: u32, shard: &imclust_data::shard::Shard) -> Result<()> {
+        use imclust_data::dataset::Payload;
+        let records = self.handle.block_on(self.dataset.read(shard.range()))?;
+        let (mut indices, mut ids, mut labels, mut rows, mut bad) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut d = 0;
+        for r in records {
+            match r.payload {
+                Payload::Embedding(v) => {
+                    if d == 0 {
+                        d = v.len();
+                    }
+                    indices.push(r.index);
+                    ids.push(r.id);
+                    labels.push(r.label.unwrap_or(-1));
+                    rows.extend_from_slice(&v);
+                }
+                Payload::Bad(reason) => {
+                    let b = BadRecord { index: r.index, id: r.id, reason };
+                    if self.policy == OnBadRecord::Fail {
+                        return Err(b.into_error(&self.dataset.spec().to_string()).into());
+                    }
+                    bad.push(b);
+                }
+                _ => {
+                    return Err(WorkerError::Input(format!(
+                        "{}: a job without [[models]] needs a dataset of embeddings (npy vectors); these records are images: add a model bundle",
+                        self.dataset.spec()
+                    )));
+                }
+            }
+        }
+        if self.metric == Metric::Cosine && d > 0 {
+            linalg::normalize_rows(&mut rows, d);
+        }
+        if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
+            return Err(WorkerError::Input(format!("record {} of {} has a non-finite value", indices[i / d], self.dataset.spec())));
+        }
+        self.d = self.d.max(d);
+        let sq_norms = linalg::row_sq_norms(&rows, d.max(1));
+        self.resident.insert(
+            id,
+            ShardRows { indices, ids, labels, rows, sq_norms, bad, files: Some(Vec::new()), model_dims: vec![d], cache_hits: 0, cache_misses: 0, invocations: 0 },
         );
         Ok(())
     }
