@@ -25,6 +25,30 @@ pub enum Bench {
     /// Images/s of a bundle's image tower: the raw session on ready tensors vs the whole
     /// decode + preprocess + inference pipeline (`imclust embed`'s), in one process.
     Embed(EmbedArgs),
+    /// Seconds per Lloyd iteration of a real job (`imclust run`: gRPC broadcast, partial sums
+    /// on worker processes, reduce, update, checkpoint) against the core kernel alone in one
+    /// process, on the same synthetic embeddings.
+    ClusterRpc(ClusterRpcArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ClusterRpcArgs {
+    #[arg(long, default_value_t = 200_000)]
+    n: usize,
+    #[arg(long, default_value_t = 512)]
+    d: usize,
+    #[arg(long, default_value_t = 100)]
+    k: usize,
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Local worker processes of the job.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where the data and the job's output go.
+    #[arg(long, default_value = ".cache/bench/cluster-rpc")]
+    dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -51,6 +75,7 @@ pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Kmeans(a) => kmeans(a),
         Bench::Embed(a) => embed(a),
+        Bench::ClusterRpc(a) => cluster_rpc(a),
     }
 }
 
@@ -107,6 +132,68 @@ fn kmeans(a: KmeansArgs) -> Result<()> {
         let j = serde_json::json!({"n": a.n, "d": a.d, "iters": a.iters, "threads": threads, "results": results});
         imclust_data::fsutil::write_atomic(&dir.join("imclust.json"), serde_json::to_string_pretty(&j)?.as_bytes())?;
     }
+    Ok(())
+}
+
+fn cluster_rpc(a: ClusterRpcArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let dir = a.dir.canonicalize()?;
+    let data = dir.join(format!("x_{}x{}_s{}.npy", a.n, a.d, a.seed));
+    eprintln!("generating {} x {} synthetic rows (seed {})...", a.n, a.d, a.seed);
+    let x = synthetic(a.n, a.d, a.seed);
+    if !data.exists() {
+        npy::write_f32(&data, &[a.n, a.d], &x)?;
+    }
+    // Baseline: the core kernel alone, in this process, on every core.
+    let prep = Prepared::new(&x, a.d, Metric::Euclidean)?;
+    let mut r = Rng::new(rng::hash3(a.seed, 2, a.k as u64));
+    let init: Vec<f32> = r.distinct(a.n, a.k).iter().flat_map(|&i| x[i * a.d..(i + 1) * a.d].iter().copied()).collect();
+    let (times, _) = lloyd_iterations(&prep.rows(), init, a.k, a.d, a.iters, prep.scale)?;
+    let core = median(&times);
+    drop(prep);
+    drop(x);
+    // The job: the same rows as an npy dataset, clustered by `imclust run`.
+    let job_id = format!("bench-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs());
+    let out = dir.join("out");
+    let config = dir.join("job.toml");
+    let toml = format!(
+        "[job]\nid = \"{job_id}\"\n[dataset]\nurl = \"npy:{}\"\n[init]\nmethod = \"random\"\n\
+         [kmeans]\nk = {}\nalgorithm = \"lloyd\"\nmetric = \"euclidean\"\nmax_iter = {}\ntol = 0.0\nseed = {}\n\
+         [output]\nurl = \"{}\"\nembeddings = \"none\"\n",
+        data.display(),
+        a.k,
+        a.iters,
+        a.seed,
+        out.display()
+    );
+    std::fs::write(&config, toml)?;
+    let t = Instant::now();
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["run", "--quiet", "--workers", &a.workers.to_string(), "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running the job")?;
+    if !status.success() {
+        bail!("the benchmark job failed ({status})");
+    }
+    let wall = t.elapsed().as_secs_f64();
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join(&job_id).join("run.json"))?)?;
+    let its: Vec<f64> = run["iteration_seconds"].as_array().context("run.json lists iteration_seconds")?.iter().filter_map(|v| v.as_f64()).collect();
+    if its.is_empty() {
+        bail!("the job ran no iterations");
+    }
+    let job = median(&its);
+    let ratio = job / core;
+    println!("imclust bench cluster-rpc: N={} D={} K={} iters={} workers={} cores={}", a.n, a.d, a.k, a.iters, a.workers, rayon::current_num_threads());
+    println!("{:<44} {:>10}", "measure", "s/iter");
+    println!("{:<44} {:>10.4}", "core kernel alone (1 process, all cores)", core);
+    println!("{:<44} {:>10.4}", format!("imclust run, {} worker processes over gRPC", a.workers), job);
+    println!(
+        "ratio job / core: {ratio:.3}x (overhead {:+.1}%; target <= 10%: {}); whole job {wall:.1}s",
+        (ratio - 1.0) * 100.0,
+        if ratio <= 1.10 { "PASS" } else { "MISS" }
+    );
     Ok(())
 }
 

@@ -310,6 +310,7 @@ pub fn run(a: RunArgs, log: LogFormat) -> Result<()> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         job.config.runtime.threads = (cores / a.workers).max(1);
     }
+    let threads = job.config.runtime.threads;
     let rtc = runtime_config(&job, a.onnxruntime.clone())?;
     imclust_embed::runtime::init(&rtc)?;
     let token = match coordinator_token(&job.config.auth)? {
@@ -342,6 +343,10 @@ pub fn run(a: RunArgs, log: LogFormat) -> Result<()> {
                 cmd.arg("--onnxruntime").arg(p);
             }
             cmd.env("IMCLUST_TOKEN", &token).kill_on_drop(true);
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                // The k-means kernel's threads: the worker's share of the cores, like ORT's.
+                cmd.env("RAYON_NUM_THREADS", threads.to_string());
+            }
             if std::env::var_os("RUST_LOG").is_none() {
                 cmd.env("RUST_LOG", "warn");
             }

@@ -294,6 +294,7 @@ impl Driver {
         };
         let resumed = !state.centroid_bits.is_empty();
         let mut t_seed = 0.0;
+        let mut iteration_seconds: Vec<f64> = Vec::new();
         let t_iter = Instant::now();
         while state.redo < redos {
             if state.centroid_bits.is_empty() {
@@ -314,6 +315,7 @@ impl Driver {
             let (k, d) = (state.k, stats.d);
             while !state.converged && state.next_iteration < max_iter {
                 let it = state.next_iteration;
+                let t_it = Instant::now();
                 let c_now = Centroids::new(checkpoint::from_bits(&state.centroid_bits), k, d)?;
                 let (probability, stream, cap) = match km.algorithm {
                     AlgorithmName::Lloyd => (1.0, 0, k as u32),
@@ -357,6 +359,7 @@ impl Driver {
                 self.shared.metrics.inertia.set(inertia);
                 (self.progress)(&Event::Iteration { redo: state.redo, iteration: it, inertia, shift });
                 self.save(&ck_loc, &state).await?;
+                iteration_seconds.push(t_it.elapsed().as_secs_f64());
             }
             if redos > 1 {
                 // The redo's final inertia decides the winner.
@@ -489,6 +492,8 @@ impl Driver {
             "model_invocations": stats.invocations,
             "resumed": resumed,
             "max_abs": stats.max_abs,
+            // Broadcast, partial sums on the workers, reduce, update and checkpoint.
+            "iteration_seconds": iteration_seconds,
         });
         writer.put_json("run.json", &run).await?;
         timings.insert("commit".into(), t.elapsed().as_secs_f64());
