@@ -27,13 +27,6 @@ fn open_nsfw_bundle(dir: &Path) -> PathBuf {
     bundle
 }
 
-/// The toy dual encoder (fast; 8-d colour embeddings) under `dir`.
-fn toy_bundle(dir: &Path) -> PathBuf {
-    let bundle = dir.join("toy");
-    let o = Command::new(python()).arg(repo().join("scripts/make_toy_dual_encoder.py")).arg(&bundle).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    bundle
-}
 
 /// `per` real textile JPEGs of each class, resized to 32 x 32 RGB: (class, pixels), classes in
 /// sorted order.

@@ -9,37 +9,6 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// The toy colour classes, in sorted order (the order of the image folders).
-const COLOURS: [(&str, [u8; 3]); 6] = [
-    ("blue", [0, 0, 255]),
-    ("cyan", [0, 255, 255]),
-    ("green", [0, 255, 0]),
-    ("magenta", [255, 0, 255]),
-    ("red", [255, 0, 0]),
-    ("yellow", [255, 255, 0]),
-];
-
-/// `per` noisy images of each colour, of varied sizes, under `dir/<colour>/`; labels in file order.
-fn colour_images(dir: &Path, per: usize) -> Vec<i32> {
-    let mut labels = Vec::new();
-    let mut state = 12345u32;
-    let mut noise = || {
-        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        (state >> 24) as i32 % 61 - 30
-    };
-    for (c, (name, rgb)) in COLOURS.iter().enumerate() {
-        std::fs::create_dir_all(dir.join(name)).unwrap();
-        for i in 0..per {
-            let (w, h) = (20 + 7 * i as u32, 30 + 3 * i as u32);
-            let img = image::RgbImage::from_fn(w, h, |_, _| {
-                image::Rgb(rgb.map(|v| (v as i32 + noise()).clamp(0, 255) as u8))
-            });
-            img.save(dir.join(name).join(format!("{i:03}.png"))).unwrap();
-            labels.push(c as i32);
-        }
-    }
-    labels
-}
 
 fn write_labels(path: &Path, labels: &[i32]) {
     imclust_data::npy::write_i32(path, &[labels.len()], labels).unwrap();
@@ -49,11 +18,9 @@ fn write_labels(path: &Path, labels: &[i32]) {
 #[test]
 fn text_seeded_zero_shot_and_kmeans_recover_the_colour_classes() {
     let tmp = tempfile::tempdir().unwrap();
-    let bundle = tmp.path().join("toy");
-    let o = Command::new(python()).arg(repo().join("scripts/make_toy_dual_encoder.py")).arg(&bundle).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bundle = toy_bundle(tmp.path());
     let images = tmp.path().join("images");
-    let labels = colour_images(&images, 8);
+    let labels: Vec<i32> = colour_images(&images, 8).into_iter().map(|l| l as i32).collect();
     let y = tmp.path().join("y.npy");
     write_labels(&y, &labels);
 

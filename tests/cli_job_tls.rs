@@ -47,8 +47,18 @@ fn blobs(dir: &Path) {
     imclust_data::npy::write_i64(&dir.join("x.labels.npy"), &[600], &y).unwrap();
 }
 
-/// Starts the coordinator and returns it with the port it printed.
-fn coordinator(config: &Path, token: &str) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+/// `GET /metrics` over plain HTTP/1.1.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// Starts the coordinator and returns it with the gRPC and metrics ports it printed.
+fn coordinator(config: &Path, token: &str) -> (Child, u16, u16, std::sync::mpsc::Receiver<String>) {
     let mut c = Command::new(BIN)
         .args(["coordinator", "--config", s(config)])
         .env("IMCLUST_TOKEN", token)
@@ -64,11 +74,15 @@ fn coordinator(config: &Path, token: &str) -> (Child, u16, std::sync::mpsc::Rece
         }
     });
     let until = Instant::now() + Duration::from_secs(60);
+    let port_of = |addr: &str| -> u16 { addr.trim_end_matches("/metrics").rsplit(':').next().unwrap().parse().unwrap() };
+    let mut metrics = None;
     loop {
-        let line = rx.recv_timeout(until.saturating_duration_since(Instant::now())).expect("the coordinator prints its address");
+        let line = rx.recv_timeout(until.saturating_duration_since(Instant::now())).expect("the coordinator prints its addresses");
+        if let Some(addr) = line.strip_prefix("metrics on http://") {
+            metrics = Some(port_of(addr));
+        }
         if let Some(addr) = line.strip_prefix("coordinator listening on ") {
-            let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-            return (c, port, rx);
+            return (c, port_of(addr), metrics.expect("metrics are served before the gRPC port opens"), rx);
         }
     }
 }
@@ -91,7 +105,7 @@ fn mutual_tls_admits_only_workers_with_a_client_certificate() {
         &config,
         format!(
             "[job]\nid = \"tls\"\n[dataset]\nurl = \"npy:{x}\"\n[kmeans]\nk = 3\nmetric = \"euclidean\"\nmax_iter = 10\n\
-             [output]\nurl = \"{out}\"\n[cluster]\nshard_size = 100\nlisten = \"127.0.0.1:0\"\nlease_seconds = 10\nheartbeat_seconds = 0.5\n\
+             [output]\nurl = \"{out}\"\n[cluster]\nshard_size = 100\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\nlease_seconds = 10\nheartbeat_seconds = 0.5\n\
              [auth]\nrequire_token = true\n[auth.tls]\ncert = \"{sc}\"\nkey = \"{sk}\"\nclient_ca = \"{ca}\"\n",
             x = s(&d.join("x.npy")),
             out = s(&d.join("out")),
@@ -101,7 +115,7 @@ fn mutual_tls_admits_only_workers_with_a_client_certificate() {
         ),
     )
     .unwrap();
-    let (mut coord, port, _log) = coordinator(&config, "tls-token");
+    let (mut coord, port, metrics_port, _log) = coordinator(&config, "tls-token");
     let url = format!("https://localhost:{port}");
     let ca = d.join("ca.pem");
 
@@ -117,6 +131,10 @@ fn mutual_tls_admits_only_workers_with_a_client_certificate() {
     let o = worker(&["--coordinator", &url], "tls-token");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tls-ca"));
     assert!(Path::new(&d.join("out/tls")).join("manifest.json").exists() == false);
+
+    // Prometheus metrics, before any worker got in.
+    let m = scrape(metrics_port);
+    assert!(m.contains("200 OK") && m.contains("imclust_job_committed 0") && m.contains("imclust_workers_registered_total 0"), "{m}");
 
     // With the client certificate the job runs to its commit.
     let o = worker(

@@ -52,6 +52,7 @@ pub async fn serve_metrics(listen: &str, registry: Registry) -> Result<SocketAdd
             tracing::error!(error = %e, "the /metrics server stopped");
         }
     });
-    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    // Scripts and tests read this line to find a port picked by the system (":0").
+    eprintln!("metrics on http://{addr}/metrics");
     Ok(addr)
 }

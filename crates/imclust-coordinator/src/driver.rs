@@ -92,6 +92,23 @@ impl Plan {
             let dual = bundle.config().text.is_some();
             models.push(ModelInfo { name, bundle, digest, weight: m.weight, dual });
         }
+        for (i, m) in models.iter().enumerate() {
+            if let Some(j) = models[..i].iter().position(|o| o.name == m.name) {
+                return Err(CoordinatorError::Config {
+                    source_name: job.source.clone(),
+                    reason: format!(
+                        "models[{j}] and models[{i}] are both named '{}' (their outputs would collide under embeddings/{}/): give one a `name`",
+                        m.name, m.name
+                    ),
+                });
+            }
+            if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(CoordinatorError::Config {
+                    source_name: job.source.clone(),
+                    reason: format!("model name '{}': use letters, digits, '.', '_' and '-' (it names a folder of outputs)", m.name),
+                });
+            }
+        }
         let digests: Vec<String> = models.iter().map(|m| m.digest.clone()).collect();
         let digest = c.result_digest(&digests);
         let output_root = storage.locate(&c.output.url)?.join(&job.job_id);
@@ -431,7 +448,6 @@ impl Driver {
         let cluster_sizes = sums.counts.clone();
         let inertia = sums.inertia_value();
         let mut m = serde_json::json!({
-            "job_id": job_id,
             "dataset": self.plan.dataset.spec().to_string(),
             "dataset_fingerprint": self.plan.dataset.fingerprint(),
             "records": self.plan.dataset.len(),
