@@ -160,6 +160,42 @@ impl Board {
         self.workers.get(worker).is_some_and(|w| !w.left)
     }
 
+    /// Spreads shard ownership evenly over the live workers: the first workers to arrive can
+    /// embed most shards before the others register, and every later round would then wait
+    /// on them. Moves one shard at a time (the highest of the most loaded worker, to the least
+    /// loaded) until counts differ by at most one; a moved shard is reloaded by its new owner
+    /// from the cache. Results do not depend on who holds what. Returns the shards moved.
+    pub fn rebalance(&mut self, now: Instant) -> usize {
+        let mut load: BTreeMap<String, Vec<usize>> =
+            self.workers.keys().filter(|w| self.alive(w, now)).map(|w| (w.clone(), Vec::new())).collect();
+        if load.is_empty() {
+            return 0;
+        }
+        let mut orphans = Vec::new();
+        for (s, o) in self.owner.iter().enumerate() {
+            match o.as_ref().and_then(|o| load.get_mut(o)) {
+                Some(list) => list.push(s),
+                None => orphans.push(s),
+            }
+        }
+        let mut moved = 0;
+        loop {
+            let min = load.iter().min_by_key(|(_, l)| l.len()).map(|(w, l)| (w.clone(), l.len())).expect("non-empty");
+            let max = load.iter().max_by_key(|(_, l)| l.len()).map(|(w, l)| (w.clone(), l.len())).expect("non-empty");
+            let s = if let Some(s) = orphans.pop() {
+                s
+            } else if max.1 > min.1 + 1 {
+                load.get_mut(&max.0).expect("listed").pop().expect("more than one")
+            } else {
+                break;
+            };
+            load.get_mut(&min.0).expect("listed").push(s);
+            self.owner[s] = Some(min.0);
+            moved += 1;
+        }
+        moved
+    }
+
     /// Starts a round over all shards; `template` is the task every lease copies.
     pub fn start_round(&mut self, key: RoundKey, template: Task, one_per_lease: bool) {
         let n = self.owner.len();
@@ -474,6 +510,25 @@ mod tests {
         // A heartbeat for a revoked lease tells the worker to drop it.
         b.start_round(key(Stage::Iterate), Task::default(), false);
         assert_eq!(b.heartbeat(&w2, &[l3.lease_id], t2).revoked, vec![l3.lease_id]);
+    }
+
+    #[test]
+    fn board_rebalance_evens_out_ownership() {
+        let t0 = Instant::now();
+        let mut b = Board::new(11, TTL, 3);
+        let (w1, w2, w3) = (b.register("", t0), b.register("", t0), b.register("", t0));
+        b.owner = vec![Some(w1.clone()); 11];
+        b.owner[0] = None;
+        assert_eq!(b.rebalance(t0), 7);
+        let count = |w: &str| b.owner.iter().filter(|o| o.as_deref() == Some(w)).count();
+        let mut counts = vec![count(&w1), count(&w2), count(&w3)];
+        counts.sort();
+        assert_eq!(counts, vec![3, 4, 4]);
+        assert_eq!(b.rebalance(t0), 0, "already even");
+        // Iterate leases follow the new owners.
+        b.start_round(key(Stage::Iterate), Task::default(), false);
+        let got: usize = [&w1, &w2, &w3].iter().map(|w| task_of(b.lease(w, t0)).unwrap().shards.len()).sum();
+        assert_eq!(got, 11);
     }
 
     #[test]

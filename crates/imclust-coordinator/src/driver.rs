@@ -269,6 +269,10 @@ impl Driver {
         let t = Instant::now();
         let embedded = self.round(RoundKey { stage: Stage::Embed, redo: 0, iteration: 0 }, Task::default(), true).await?;
         let stats = self.embed_stats(&embedded)?;
+        let moved = self.shared.board().rebalance(Instant::now());
+        if moved > 0 {
+            tracing::info!(moved, "shards moved to balance the workers");
+        }
         self.stage_done("embed", t, &mut timings);
         for f in &stats.files {
             writer.record(f.clone());
@@ -312,6 +316,7 @@ impl Driver {
         let resumed = !state.centroid_bits.is_empty();
         let mut t_seed = 0.0;
         let mut iteration_seconds: Vec<f64> = Vec::new();
+        let mut round_seconds: Vec<f64> = Vec::new();
         let t_iter = Instant::now();
         while state.redo < redos {
             if state.centroid_bits.is_empty() {
@@ -353,6 +358,7 @@ impl Driver {
                     ..Task::default()
                 };
                 let results = self.round(RoundKey { stage: Stage::Iterate, redo: state.redo, iteration: it }, template, false).await?;
+                round_seconds.push(t_it.elapsed().as_secs_f64());
                 let mut ps = merge_sums(&results, k, d, stats.scale)?;
                 let inertia = ps.inertia_value();
                 let (new, shift, relocated) = match km.algorithm {
@@ -510,6 +516,8 @@ impl Driver {
             "max_abs": stats.max_abs,
             // Broadcast, partial sums on the workers, reduce, update and checkpoint.
             "iteration_seconds": iteration_seconds,
+            // Of which: from broadcasting the centroids to the last partial sums arriving.
+            "round_seconds": round_seconds,
         });
         writer.put_json("run.json", &run).await?;
         timings.insert("commit".into(), t.elapsed().as_secs_f64());

@@ -362,14 +362,15 @@ impl Scratch {
     }
 }
 
-/// Runs the GEMM and the scan over all blocks in parallel, then `f(state, first_row,
+/// Runs the GEMM and the scan over all blocks of all `parts` in parallel (one pool of blocks,
+/// so many small parts balance like one large one), then `f(state, part, first_row,
 /// block_rows, each_nearest)` with per-thread state `S` (created by `init`); returns the states.
 fn for_blocks<S: Send>(
-    rows: &Rows<'_>,
+    parts: &[Rows<'_>],
     c: &Centroids,
     metric: Metric,
     init: impl Fn() -> S + Sync + Send,
-    f: impl Fn(&mut S, usize, usize, &dyn Fn(usize) -> Nearest) + Sync + Send,
+    f: impl Fn(&mut S, usize, usize, usize, &dyn Fn(usize) -> Nearest) + Sync + Send,
 ) -> Vec<S> {
     let (bias, slope): (Vec<f32>, f32) = match metric {
         // ||x - c||^2 - ||x||^2 = ||c||^2 - 2 x.c
@@ -377,22 +378,22 @@ fn for_blocks<S: Send>(
         // 1 - cos - 1 = -x.c on unit vectors
         Metric::Cosine => (vec![0.0; c.k], -1.0),
     };
-    let n = rows.n();
-    let d = rows.d;
+    let d = c.d;
     let small = (c.k <= smallk::MAX_K).then(|| smallk::Packed::new(&c.data, c.k, d, &bias));
     let block = linalg::block_rows(c.k);
-    let n_blocks = n.div_ceil(block);
+    let blocks: Vec<(usize, usize)> =
+        parts.iter().enumerate().flat_map(|(p, r)| (0..r.n().div_ceil(block)).map(move |b| (p, b * block))).collect();
     let threads = rayon::current_num_threads().max(1);
     // A few blocks per task: enough tasks to balance, few enough states to merge.
-    let min_len = (n_blocks / (threads * 4)).max(1);
-    (0..n_blocks)
+    let min_len = (blocks.len() / (threads * 4)).max(1);
+    blocks
         .into_par_iter()
         .with_min_len(min_len)
         .fold(
             || (init(), Scratch::new(if small.is_some() { 0 } else { c.k }, block)),
-            |(mut state, mut s), b| {
-                let lo = b * block;
-                let hi = (lo + block).min(n);
+            |(mut state, mut s), (p, lo)| {
+                let rows = &parts[p];
+                let hi = (lo + block).min(rows.n());
                 linalg::with_padded(&rows.data[lo * d..hi * d], hi - lo, block, d, |xp| match &small {
                     Some(p) => smallk::scan_tiles(xp, block, p, slope, &mut s.best_j, &mut s.best, &mut s.second),
                     None => {
@@ -401,7 +402,7 @@ fn for_blocks<S: Send>(
                     }
                 });
                 let xn = &rows.sq_norms[lo..hi];
-                f(&mut state, lo, hi - lo, &|r| s.nearest(r, xn, metric));
+                f(&mut state, p, lo, hi - lo, &|r| s.nearest(r, xn, metric));
                 (state, s)
             },
         )
@@ -418,14 +419,29 @@ pub fn partial_sums(
     scale: FixedScale,
     farthest_cap: usize,
 ) -> Result<PartialSums> {
-    rows.check(c)?;
-    let d = rows.d;
+    partial_sums_of_parts(std::slice::from_ref(rows), c, metric, scale, farthest_cap)
+}
+
+/// [`partial_sums`] of several row sets at once (a worker's shards): equal to the merge of
+/// each part's sums (exact), but with one pool of blocks and few states to merge.
+pub fn partial_sums_of_parts(
+    parts: &[Rows<'_>],
+    c: &Centroids,
+    metric: Metric,
+    scale: FixedScale,
+    farthest_cap: usize,
+) -> Result<PartialSums> {
+    for rows in parts {
+        rows.check(c)?;
+    }
+    let d = c.d;
     let states = for_blocks(
-        rows,
+        parts,
         c,
         metric,
         || PartialSums::new(c.k, d, scale, farthest_cap),
-        |ps, lo, n, nearest| {
+        |ps, p, lo, n, nearest| {
+            let rows = &parts[p];
             for r in 0..n {
                 let near = nearest(r);
                 let i = lo + r;
@@ -452,11 +468,11 @@ pub fn assign(
     let d = rows.d;
     let n = rows.n();
     let states = for_blocks(
-        rows,
+        std::slice::from_ref(rows),
         c,
         metric,
         || (PartialSums::new(c.k, d, scale, 0), Vec::<(usize, Nearest)>::new()),
-        |(ps, out), lo, nb, nearest| {
+        |(ps, out), _, lo, nb, nearest| {
             for r in 0..nb {
                 let near = nearest(r);
                 let i = lo + r;
@@ -644,6 +660,22 @@ mod tests {
             assert_eq!(merged, whole);
             parts.clear();
         }
+    }
+
+    #[test]
+    fn partial_sums_of_parts_equal_the_whole() {
+        let (n, d, k) = (2000, 16, 7);
+        let x = random(n * d, 8);
+        let c = Centroids::new(random(k * d, 9), k, d).unwrap();
+        let xn = linalg::row_sq_norms(&x, d);
+        let scale = FixedScale::for_data(6.0, n as u64).unwrap();
+        let whole = partial_sums(&Rows { data: &x, sq_norms: &xn, d, ids: RowIds::From(0) }, &c, Metric::Euclidean, scale, k).unwrap();
+        let cuts = [0usize, 3, 700, 701, 1500, 2000];
+        let parts: Vec<Rows<'_>> = cuts
+            .windows(2)
+            .map(|w| Rows { data: &x[w[0] * d..w[1] * d], sq_norms: &xn[w[0]..w[1]], d, ids: RowIds::From(w[0] as u64) })
+            .collect();
+        assert_eq!(partial_sums_of_parts(&parts, &c, Metric::Euclidean, scale, k).unwrap(), whole);
     }
 
     #[test]

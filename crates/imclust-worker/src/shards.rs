@@ -274,14 +274,16 @@ impl JobContext {
                 let mut unit = c.data.clone();
                 linalg::normalize_rows(&mut unit, d);
                 let unit = Centroids::new(unit, c.k, d)?;
-                R::Sums(Sums::from(&sums_over(&shards, d, |rows| kernel::partial_sums(rows, &unit, Metric::Euclidean, scale, 0), c.k, scale)?))
+                let parts: Vec<Rows<'_>> = shards.iter().map(|r| r.view(d)).collect();
+                R::Sums(Sums::from(&kernel::partial_sums_of_parts(&parts, &unit, Metric::Euclidean, scale, 0)?))
             }
             Stage::Iterate => {
                 let (c, scale) = centroids(task, d)?;
                 let metric = self.metric;
                 let cap = task.farthest_cap as usize;
                 let ps = if task.probability >= 1.0 {
-                    sums_over(&shards, d, |rows| kernel::partial_sums(rows, &c, metric, scale, cap), c.k, scale)?
+                    let parts: Vec<Rows<'_>> = shards.iter().map(|r| r.view(d)).collect();
+                    kernel::partial_sums_of_parts(&parts, &c, metric, scale, cap)?
                 } else {
                     let mut total = PartialSums::new(c.k, d, scale, cap);
                     for r in &shards {
@@ -335,27 +337,6 @@ fn centroids(task: &Task, d: usize) -> Result<(Centroids, FixedScale)> {
         return Err(WorkerError::Input(format!("centroids of dimension {} for rows of dimension {d}", m.cols)));
     }
     Ok((Centroids::new(m.data.clone(), m.rows as usize, d)?, FixedScale { exponent: task.scale_exponent }))
-}
-
-fn sums_over(
-    shards: &[&ShardRows],
-    d: usize,
-    f: impl Fn(&Rows<'_>) -> imclust_core::Result<PartialSums>,
-    k: usize,
-    scale: FixedScale,
-) -> Result<PartialSums> {
-    let mut total: Option<PartialSums> = None;
-    for r in shards {
-        if r.indices.is_empty() {
-            continue;
-        }
-        let ps = f(&r.view(d))?;
-        match &mut total {
-            None => total = Some(ps),
-            Some(t) => t.merge(&ps)?,
-        }
-    }
-    Ok(total.unwrap_or_else(|| PartialSums::new(k, d, scale, 0)))
 }
 
 fn summary(id: u32, r: &ShardRows, d: usize) -> v1::ShardSummary {

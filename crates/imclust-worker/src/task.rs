@@ -65,6 +65,7 @@ pub async fn connect(o: &Options) -> Result<Client> {
     let mut ep = Endpoint::from_shared(o.coordinator.clone())
         .map_err(|e| bad(format!("not a valid URL ({e}): use http://host:port or https://host:port")))?
         .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     if o.coordinator.starts_with("https://") || o.ca.is_some() {
