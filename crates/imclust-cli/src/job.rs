@@ -243,7 +243,10 @@ fn print_summary(s: &Summary, workers: usize) {
         ("output".into(), s.output.clone()),
         ("dataset".into(), m["dataset"].as_str().unwrap_or("").to_string()),
         ("records".into(), format!("{} ({} embedded, {} bad)", f("records"), f("n"), f("bad_records"))),
-        ("model(s)".into(), m["models"].as_array().map(|a| a.iter().map(|x| format!("{} ({}-d)", x["name"].as_str().unwrap_or("?"), x["dim"])).collect::<Vec<_>>().join(" + ")).unwrap_or_default()),
+        ("model(s)".into(), match m["models"].as_array() {
+            Some(a) if !a.is_empty() => a.iter().map(|x| format!("{} ({}-d)", x["name"].as_str().unwrap_or("?"), x["dim"])).collect::<Vec<_>>().join(" + "),
+            _ => "none (the dataset's vectors as they are)".into(),
+        }),
         ("k x d".into(), format!("{} x {}", f("k"), f("d"))),
         ("init".into(), format!("{} ({}, {})", m["init"].as_str().unwrap_or(""), m["algorithm"].as_str().unwrap_or(""), m["metric"].as_str().unwrap_or(""))),
         ("iterations".into(), format!("{}{}", f("iterations"), if m["converged"] == true { " (converged)" } else { "" })),
