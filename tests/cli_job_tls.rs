@@ -57,17 +57,27 @@ fn scrape(port: u16) -> String {
     text
 }
 
+/// Kills the coordinator if the test fails before it exits on its own.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the coordinator and returns it with the gRPC and metrics ports it printed.
-fn coordinator(config: &Path, token: &str) -> (Child, u16, u16, std::sync::mpsc::Receiver<String>) {
-    let mut c = Command::new(BIN)
+fn coordinator(config: &Path, token: &str) -> (Reaper, u16, u16, std::sync::mpsc::Receiver<String>) {
+    let mut c = Reaper(Command::new(BIN)
         .args(["coordinator", "--config", s(config)])
         .env("IMCLUST_TOKEN", token)
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
-    let err = c.stderr.take().unwrap();
+    let err = c.0.stderr.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -130,7 +140,7 @@ fn mutual_tls_admits_only_workers_with_a_client_certificate() {
     // https without the CA is refused before dialling.
     let o = worker(&["--coordinator", &url], "tls-token");
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tls-ca"));
-    assert!(Path::new(&d.join("out/tls")).join("manifest.json").exists() == false);
+    assert!(!d.join("out/tls/manifest.json").exists());
 
     // Prometheus metrics, before any worker got in.
     let m = scrape(metrics_port);
@@ -142,7 +152,7 @@ fn mutual_tls_admits_only_workers_with_a_client_certificate() {
         "tls-token",
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let status = coord.wait().unwrap();
+    let status = coord.0.wait().unwrap();
     assert!(status.success());
     let m = json(&d.join("out/tls/metrics.json"));
     assert_eq!(m["n"], 600);

@@ -477,7 +477,7 @@ pub fn validate(c: &JobConfig) -> std::result::Result<(), String> {
     if let Some(t) = c.init.templates.as_ref().and_then(|t| t.iter().find(|t| t.matches("{}").count() != 1)) {
         return Err(format!("init.templates: '{t}' must hold exactly one {{}} for the class name"));
     }
-    if c.init.sample_per_cluster == 0 || c.init.rounds == 0 || !(c.init.oversampling > 0.0) {
+    if c.init.sample_per_cluster == 0 || c.init.rounds == 0 || c.init.oversampling.is_nan() || c.init.oversampling <= 0.0 {
         return Err("init.sample_per_cluster, init.rounds and init.oversampling must be positive".into());
     }
     let cl = &c.cluster;
