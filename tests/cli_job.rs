@@ -564,6 +564,36 @@ fn fused_job_runs_the_zero_shot_seeding_path() {
 }
 
 #[test]
+fn a_committed_job_sends_late_workers_home() {
+    // A coordinator that finds its job committed (a Kubernetes Job retried after the commit)
+    // still tells the expected workers that the job is over, so they exit 0.
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = t.join("blobs.npy");
+    blobs(&data, 1_000, 8, 4, 5.0, 9);
+    let out = t.join("out");
+    let cfg = t.join("job.toml");
+    npy_job(&cfg, "done", &data, &out, "k = 4\ntol = 0\nmax_iter = 3", "shard_size = 500");
+    run_job(&cfg, 1, &[]);
+    let manifest = std::fs::read(out.join("done/manifest.json")).unwrap();
+    let mut coord = spawn(
+        &["coordinator", "--config", s(&cfg), "--listen", "127.0.0.1:0", "--expect-workers", "2", "--linger-seconds", "60"],
+        &[("IMCLUST_TOKEN", "tok")],
+    );
+    let line = coord.wait_for(|l| l.starts_with("coordinator listening on "), Duration::from_secs(60));
+    let url = format!("http://127.0.0.1:{}", line.rsplit(':').next().unwrap().trim());
+    for _ in 0..2 {
+        let mut w = spawn(&["worker", "--coordinator", &url, "--reconnect-seconds", "30"], &[("IMCLUST_TOKEN", "tok")]);
+        let (st, _) = w.finish(Duration::from_secs(30));
+        assert!(st.success(), "worker exited {st}:\n{}", w.stderr());
+    }
+    let (st, _) = coord.finish(Duration::from_secs(30));
+    assert!(st.success(), "{}", coord.stderr());
+    assert!(coord.stderr().contains("already committed"), "{}", coord.stderr());
+    assert_eq!(std::fs::read(out.join("done/manifest.json")).unwrap(), manifest, "the committed output is untouched");
+}
+
+#[test]
 fn a_wrong_token_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();

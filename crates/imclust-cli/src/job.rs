@@ -93,6 +93,13 @@ pub struct CoordinatorArgs {
     metrics_listen: Option<String>,
     #[arg(long, value_name = "PATH")]
     onnxruntime: Option<PathBuf>,
+    /// Workers that will dial (e.g. the worker Job's parallelism): after the job ends (or is
+    /// found committed already), keep telling workers it is over until this many have heard
+    /// it, for at most --linger-seconds.
+    #[arg(long, default_value_t = 0)]
+    expect_workers: usize,
+    #[arg(long, default_value_t = 600)]
+    linger_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -288,10 +295,20 @@ async fn start_service(
     Ok((addr, tx, server))
 }
 
-/// After the job: give live workers up to `grace` to hear that it is over.
-async fn say_goodbye(driver: &Driver, grace: Duration) {
+/// After the job: give live workers up to `grace` to hear that it is over. With `expect`
+/// workers (the size of a Kubernetes worker Job), keep answering "over" until that many have
+/// heard it, so that workers which start late (image pulls, retries) or find a job committed
+/// earlier exit 0 instead of dialling a coordinator that is gone.
+async fn say_goodbye(driver: &Driver, grace: Duration, expect: usize) {
     let until = std::time::Instant::now() + grace;
-    while std::time::Instant::now() < until && driver.shared.board().awaiting_goodbye(std::time::Instant::now()) > 0 {
+    loop {
+        let (waiting, told) = {
+            let b = driver.shared.board();
+            (b.awaiting_goodbye(std::time::Instant::now()), b.told_done())
+        };
+        if std::time::Instant::now() >= until || (waiting == 0 && told >= expect) {
+            return;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -372,7 +389,7 @@ pub fn run(a: RunArgs, log: LogFormat) -> Result<()> {
             statuses
         });
         let outcome = driver.run().await;
-        say_goodbye(&driver, Duration::from_secs_f64(lease.max(2.0))).await;
+        say_goodbye(&driver, Duration::from_secs_f64(lease.max(2.0)), 0).await;
         // Workers exit 0 once they hear the job is over; stragglers are stopped.
         let _ = tokio::time::timeout(Duration::from_secs(10), watcher).await;
         let _ = stop_server.send(());
@@ -400,7 +417,8 @@ pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
     let security = security(&job.config.auth, token)?;
     let listen = a.listen.clone().unwrap_or_else(|| job.config.cluster.listen.clone());
     let metrics_listen = a.metrics_listen.clone().unwrap_or_else(|| job.config.cluster.metrics_listen.clone());
-    let grace = Duration::from_secs_f64(job.config.cluster.lease_seconds.max(2.0));
+    let expect = a.expect_workers;
+    let grace = if expect > 0 { Duration::from_secs(a.linger_seconds) } else { Duration::from_secs_f64(job.config.cluster.lease_seconds.max(2.0)) };
     let rt = tokio_runtime()?;
     rt.block_on(async move {
         let storage = Storage::new(job.config.storage.clone());
@@ -414,7 +432,7 @@ pub fn coordinator(a: CoordinatorArgs) -> Result<()> {
         // Tests and scripts read this line to find a port picked by the system (":0").
         eprintln!("coordinator listening on {addr}");
         let outcome = driver.run().await;
-        say_goodbye(&driver, grace).await;
+        say_goodbye(&driver, grace, expect).await;
         let _ = stop_server.send(());
         let _ = server.await;
         match outcome? {

@@ -123,6 +123,11 @@ impl Board {
         }
     }
 
+    /// How many distinct workers have been told the job is over.
+    pub fn told_done(&self) -> usize {
+        self.told_done.len()
+    }
+
     /// Live workers that have not yet been told the job is over (the coordinator waits for
     /// them before it exits, so that workers exit 0 instead of finding it gone).
     pub fn awaiting_goodbye(&self, now: Instant) -> usize {
