@@ -317,6 +317,7 @@ impl Driver {
         let mut t_seed = 0.0;
         let mut iteration_seconds: Vec<f64> = Vec::new();
         let mut round_seconds: Vec<f64> = Vec::new();
+        let mut pending_save: Option<tokio::task::JoinHandle<Result<()>>> = None;
         let t_iter = Instant::now();
         while state.redo < redos {
             if state.centroid_bits.is_empty() {
@@ -381,8 +382,16 @@ impl Driver {
                 self.shared.metrics.iteration.set(i64::from(it));
                 self.shared.metrics.inertia.set(inertia);
                 (self.progress)(&Event::Iteration { redo: state.redo, iteration: it, inertia, shift });
-                self.save(&ck_loc, &state).await?;
+                // The checkpoint is written while the next round runs (a restart resumes from
+                // the last one that landed; writes stay in order, each awaits the previous).
+                if let Some(prev) = pending_save.take() {
+                    finish_save(prev).await?;
+                }
+                pending_save = Some(tokio::spawn(save(ck_loc.clone(), state.clone())));
                 iteration_seconds.push(t_it.elapsed().as_secs_f64());
+            }
+            if let Some(prev) = pending_save.take() {
+                finish_save(prev).await?;
             }
             if redos > 1 {
                 // The redo's final inertia decides the winner.
@@ -540,9 +549,7 @@ impl Driver {
     }
 
     async fn save(&self, loc: &Location, ck: &Checkpoint) -> Result<()> {
-        let bytes = serde_json::to_vec(ck).expect("plain data");
-        loc.put(bytes.into()).await?;
-        Ok(())
+        save(loc.clone(), ck.clone()).await
     }
 
     /// Runs one round to completion and returns its accepted results in shard order.
@@ -804,6 +811,16 @@ impl Driver {
         }
         Ok(seeds)
     }
+}
+
+async fn save(loc: Location, ck: Checkpoint) -> Result<()> {
+    let bytes = serde_json::to_vec(&ck).expect("plain data");
+    loc.put(bytes.into()).await?;
+    Ok(())
+}
+
+async fn finish_save(h: tokio::task::JoinHandle<Result<()>>) -> Result<()> {
+    h.await.map_err(|e| CoordinatorError::Server(format!("writing the checkpoint panicked: {e}")))?
 }
 
 fn redo_seed(seed: u64, redo: u32) -> u64 {
