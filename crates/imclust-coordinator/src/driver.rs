@@ -139,7 +139,7 @@ impl Plan {
                     digest: m.digest.clone(),
                 })
                 .collect(),
-            cache_url: c.cache_url(&self.job.job_id),
+            cache_url: c.cache_url(),
             on_bad_record: match c.dataset.on_bad_record {
                 bad::OnBadRecord::Fail => "fail".into(),
                 bad::OnBadRecord::Skip => "skip".into(),
@@ -430,7 +430,7 @@ impl Driver {
             if state.redo < redos {
                 state.centroid_bits.clear();
             }
-            self.save(&ck_loc, &state).await?;
+            save(ck_loc.clone(), state.clone()).await?;
         }
         timings.insert("seed".into(), t_seed);
         timings.insert("iterate".into(), t_iter.elapsed().as_secs_f64() - t_seed);
@@ -548,9 +548,6 @@ impl Driver {
         (self.progress)(&Event::StageDone { name, seconds: s });
     }
 
-    async fn save(&self, loc: &Location, ck: &Checkpoint) -> Result<()> {
-        save(loc.clone(), ck.clone()).await
-    }
 
     /// Runs one round to completion and returns its accepted results in shard order.
     async fn round(&self, key: RoundKey, template: Task, one_per_lease: bool) -> Result<Vec<Accepted>> {

@@ -539,7 +539,7 @@ impl JobConfig {
         Ok(s)
     }
 
-    pub fn cache_url(&self, _job_id: &str) -> String {
+    pub fn cache_url(&self) -> String {
         match &self.cache.url {
             Some(u) => u.clone(),
             None => format!("{}/_cache", self.output.url.trim_end_matches('/')),
@@ -584,7 +584,7 @@ url = "out"
         assert_eq!(c.cluster.shard_size, 4096);
         assert_eq!(c.cluster.max_attempts, 3);
         assert_eq!(c.output.embeddings, EmbeddingsDtype::F16);
-        assert_eq!(c.cache_url("x"), "out/_cache");
+        assert_eq!(c.cache_url(), "out/_cache");
         assert!(j.job_id.starts_with("job-"), "{}", j.job_id);
     }
 

@@ -163,17 +163,11 @@ impl JobContext {
             fusion::fuse_rows(&parts, n)
         };
         let d: usize = if self.models.len() == 1 { model_dims[0] } else { model_dims.iter().sum() };
-        if self.metric == Metric::Cosine {
-            linalg::normalize_rows(&mut rows, d);
-        }
-        if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
-            return Err(WorkerError::Input(format!(
-                "record {} of shard {id} has a non-finite embedding value: the model produced NaN or infinity",
-                aligned.indices[i / d]
-            )));
-        }
+        let sq_norms = prepare(&mut rows, d, self.metric, &aligned.indices)
+            .map_err(|index| WorkerError::Input(format!(
+                "record {index} of shard {id} has a non-finite embedding value: the model produced NaN or infinity"
+            )))?;
         self.d = d;
-        let sq_norms = linalg::row_sq_norms(&rows, d);
         let invocations = self.models.iter().map(|m| m.encoder.invocations).sum::<u64>() - invocations_before;
         self.resident.insert(
             id,
@@ -226,14 +220,9 @@ impl JobContext {
                 }
             }
         }
-        if self.metric == Metric::Cosine && d > 0 {
-            linalg::normalize_rows(&mut rows, d);
-        }
-        if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
-            return Err(WorkerError::Input(format!("record {} of {} has a non-finite value", indices[i / d], self.dataset.spec())));
-        }
+        let sq_norms = prepare(&mut rows, d, self.metric, &indices)
+            .map_err(|index| WorkerError::Input(format!("record {index} of {} has a non-finite value", self.dataset.spec())))?;
         self.d = self.d.max(d);
-        let sq_norms = linalg::row_sq_norms(&rows, d.max(1));
         self.resident.insert(
             id,
             ShardRows { indices, ids, labels, rows, sq_norms, bad, files: Some(Vec::new()), model_dims: vec![d], cache_hits: 0, cache_misses: 0, invocations: 0 },
@@ -328,6 +317,21 @@ impl JobContext {
     pub fn clear(&mut self) {
         self.resident.clear();
     }
+}
+
+/// Rows as the kernel wants them: unit-normalised for the cosine metric, all finite (else
+/// the dataset index of the first bad row), with their squared norms.
+fn prepare(rows: &mut [f32], d: usize, metric: Metric, indices: &[u64]) -> std::result::Result<Vec<f32>, u64> {
+    if d == 0 {
+        return Ok(Vec::new());
+    }
+    if metric == Metric::Cosine {
+        linalg::normalize_rows(rows, d);
+    }
+    if let Some(i) = rows.iter().position(|v| !v.is_finite()) {
+        return Err(indices[i / d]);
+    }
+    Ok(linalg::row_sq_norms(rows, d))
 }
 
 fn centroids(task: &Task, d: usize) -> Result<(Centroids, FixedScale)> {
